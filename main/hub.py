@@ -1,0 +1,51 @@
+"""Loading from the Hugging Face hub that fails fast, with advice, when the hub cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Callable, TypeVar
+from urllib.parse import urlparse
+
+T = TypeVar("T")
+
+
+class OfflineModelError(RuntimeError):
+    """A model that must be downloaded is not available locally and the hub cannot be reached."""
+
+
+def offline_hint(name: str, revision: str | None = None) -> str:
+    """The advice given when `name` cannot be loaded without a network."""
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"could not load {name!r}: it is neither a local folder nor in the Hugging Face cache, and the hub "
+        "is unreachable (or HF_HUB_OFFLINE=1). On a machine with internet run "
+        f"`hf download {name}{rev}` (it lands in the cache under HF_HOME), then copy that cache here, "
+        "or point the config at a local folder saved with `save_pretrained`."
+    )
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the configured hub endpoint opens within `timeout_s`."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def load_local_first(name: str, load: Callable[[bool], T], revision: str | None = None) -> T:
+    """Call `load(local_files_only)`: from a folder or the cache first, from the hub only if it answers."""
+    try:
+        return load(True)
+    except OSError as local_error:
+        if Path(name).is_dir() or not hub_reachable():
+            raise OfflineModelError(offline_hint(name, revision)) from local_error
+    return load(False)

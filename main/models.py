@@ -1,0 +1,339 @@
+"""The seed's models: DiffAE (audio <-> latent), DiffGen (text -> latent) and the CombinedSampler (text -> audio)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from audio_diffusion_pytorch import DiffusionAE, DiffusionModel, LTPlugin, UNetV0, VDiffusion, VSampler
+from audio_diffusion_pytorch.utils import closest_power_2
+from audio_encoders_pytorch import ME1d, TanhBottleneck
+from torch import Tensor, nn
+
+from main.attention import embedding_mask, enable_masked_attention
+from main.diffusion import sample as run_sampler
+from main.hub import load_local_first
+from main.text import FrozenTextEncoder
+
+PRETRAINED_DIFFAE_REPO = "archinetai/dmae1d-ATC64-v2"
+PRETRAINED_DIFFAE_REVISION = "3ffeea68d4c069777055fce9ac77bbb67eec1d68"
+
+# The seed's DiffAE: magnitude-spectrogram encoder, tanh bottleneck, 64x compression, LT U-Net decoder.
+DIFFAE_CONFIG: dict[str, Any] = dict(
+    in_channels=2,
+    channels=[256, 512, 512, 512, 1024, 1024, 1024],
+    factors=[1, 2, 2, 2, 2, 2, 2],
+    items=[1, 2, 2, 2, 2, 2, 2],
+    lt_num_filters=128,
+    lt_window_length=64,
+    lt_stride=64,
+    encoder_channels=512,
+    encoder_multipliers=[1, 1, 1],
+    encoder_factors=[2, 2],
+    encoder_num_blocks=[4, 8],
+    stft_num_fft=1023,
+    stft_hop_length=256,
+    latent_channels=32,
+    inject_depth=4,
+)
+
+# The seed's DiffGen: text-conditional latent U-Net with cross-attention on t5-base embeddings and CFG.
+DIFFGEN_CONFIG: dict[str, Any] = dict(
+    in_channels=32,
+    channels=[128, 256, 512, 512, 1024, 1024],
+    factors=[1, 2, 2, 2, 2, 2],
+    items=[2, 2, 2, 4, 8, 8],
+    attentions=[0, 0, 1, 1, 1, 1],
+    cross_attentions=[1, 1, 1, 1, 1, 1],
+    attention_heads=12,
+    attention_features=64,
+    embedding_max_length=128,
+    embedding_features=768,
+)
+
+
+def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown model config keys {sorted(unknown)}; valid keys: {sorted(defaults)}")
+    return {**copy.deepcopy(dict(defaults)), **dict(overrides)}
+
+
+def build_diffae(**overrides: Any) -> DiffusionAE:
+    """A DiffAE with the seed's architecture, any hyper-parameter of `DIFFAE_CONFIG` overridden."""
+    c = _merged(DIFFAE_CONFIG, overrides)
+    return DiffusionAE(
+        net_t=LTPlugin(UNetV0, num_filters=c["lt_num_filters"], window_length=c["lt_window_length"],
+                       stride=c["lt_stride"]),
+        dim=1,
+        in_channels=c["in_channels"],
+        channels=list(c["channels"]),
+        factors=list(c["factors"]),
+        items=list(c["items"]),
+        encoder=ME1d(
+            in_channels=c["in_channels"],
+            channels=c["encoder_channels"],
+            multipliers=list(c["encoder_multipliers"]),
+            factors=list(c["encoder_factors"]),
+            num_blocks=list(c["encoder_num_blocks"]),
+            stft_num_fft=c["stft_num_fft"],
+            stft_hop_length=c["stft_hop_length"],
+            out_channels=c["latent_channels"],
+            bottleneck=TanhBottleneck(),
+        ),
+        inject_depth=c["inject_depth"],
+    )
+
+
+def build_diffgen(**overrides: Any) -> DiffusionModel:
+    """A DiffGen with the seed's architecture (overridable), CFG embedding and masked SDPA cross-attention."""
+    c = _merged(DIFFGEN_CONFIG, overrides)
+    model = DiffusionModel(
+        net_t=UNetV0,
+        in_channels=c["in_channels"],
+        channels=list(c["channels"]),
+        factors=list(c["factors"]),
+        items=list(c["items"]),
+        attentions=list(c["attentions"]),
+        cross_attentions=list(c["cross_attentions"]),
+        attention_heads=c["attention_heads"],
+        attention_features=c["attention_features"],
+        diffusion_t=VDiffusion,
+        sampler_t=VSampler,
+        embedding_max_length=c["embedding_max_length"],
+        embedding_features=c["embedding_features"],
+        use_text_conditioning=False,
+        use_embedding_cfg=True,
+    )
+    enable_masked_attention(model, num_heads=c["attention_heads"])
+    return model
+
+
+def diffae_downsample_factor(config: Mapping[str, Any]) -> int:
+    """Audio samples per latent frame of a DiffAE config (1024 for the seed)."""
+    c = _merged(DIFFAE_CONFIG, config)
+    factor = c["stft_hop_length"]
+    for f in c["encoder_factors"]:
+        factor *= f
+    return factor
+
+
+def unet_length_multiple(factors: Sequence[int], stride: int = 1) -> int:
+    """The length a U-Net input must be divisible by: the product of its down-sampling factors (and LT stride)."""
+    multiple = stride
+    for f in factors:
+        multiple *= f
+    return multiple
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_model_file(path: Union[str, Path], kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read an exported `.safetensors` (+ JSON config) or a Lightning `.ckpt` (its EMA weights), never unpickling.
+
+    Returns the model's state dict and its saved configuration (`{}` when the file carries none).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            config = json.loads(sidecar.read_text())
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                config = json.loads((f.metadata() or {}).get("config", "{}"))
+        if config.get("kind", kind) != kind:
+            raise ValueError(f"{path} holds a {config['kind']} model, not a {kind}")
+        return state, config
+    checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    if "state_dict" not in checkpoint:
+        return checkpoint, {}  # a plain state dict saved with torch.save
+    prefix = "ema.ema_model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"{path} has no EMA weights (keys starting with {prefix!r})")
+    hparams = checkpoint.get("hyper_parameters", {})
+    if hparams.get("kind", kind) != kind:
+        raise ValueError(f"{path} is a {hparams['kind']} checkpoint, not a {kind}")
+    return state, export_config(hparams)
+
+
+def export_config(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-serialisable description of a model stored beside exported weights."""
+    keys = ("kind", "model", "sample_rate", "text_encoder", "text_encoder_max_length")
+    return {k: hparams[k] for k in keys if k in hparams}
+
+
+def get_default_diffae(state_dict_file: Optional[Union[str, Path]] = None) -> DiffusionAE:
+    """The seed DiffAE (185.1M params), or the model saved in `state_dict_file` with its own hyper-parameters."""
+    if state_dict_file is None:
+        return build_diffae()
+    state, config = load_model_file(state_dict_file, "diffae")
+    model = build_diffae(**config.get("model", {}))
+    model.load_state_dict(state)
+    return model
+
+
+def get_default_diffgen(state_dict_file: Optional[Union[str, Path]] = None) -> DiffusionModel:
+    """The seed DiffGen (562.6M params), or the model saved in `state_dict_file` with its own hyper-parameters."""
+    if state_dict_file is None:
+        return build_diffgen()
+    state, config = load_model_file(state_dict_file, "diffgen")
+    model = build_diffgen(**config.get("model", {}))
+    model.load_state_dict(state)
+    return model
+
+
+def get_pretrained_diffae_from_huggingface(
+    repo: str = PRETRAINED_DIFFAE_REPO, revision: str = PRETRAINED_DIFFAE_REVISION
+) -> DiffusionAE:
+    """The DiffAE pretrained on music (48 kHz stereo) from the Hugging Face hub, at a pinned revision."""
+    from transformers import AutoModel
+
+    def load(local_files_only: bool) -> nn.Module:
+        return AutoModel.from_pretrained(
+            repo, trust_remote_code=True, revision=revision, local_files_only=local_files_only
+        )
+
+    return load_local_first(repo, load, revision).model
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
+    """The learned embedding that replaces the text for classifier-free guidance (a-unet's FixedEmbedding)."""
+    embeddings = [m for m in diffgen.modules() if isinstance(m, nn.Embedding)]
+    if len(embeddings) != 1:
+        raise TypeError(f"expected one CFG embedding in DiffGen, found {len(embeddings)}")
+    return embeddings[0]
+
+
+def diffgen_velocity(
+    diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor]
+) -> Tensor:
+    """DiffGen's velocity prediction with the text padding masked out of cross-attention."""
+    with embedding_mask(diffgen, mask):
+        return diffgen.net(x, sigmas, embedding=embedding)
+
+
+def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+    """The CFG 'no text' embedding [batch, length, features] and its all-true mask."""
+    table = cfg_unconditional_embedding(diffgen).weight
+    embedding = table[:length].unsqueeze(0).expand(batch_size, -1, -1)
+    return embedding, torch.ones(batch_size, length, dtype=torch.bool, device=table.device)
+
+
+def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor, scale: float):
+    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward."""
+    if scale == 1.0:
+        return lambda x, sigmas: diffgen_velocity(diffgen, x, sigmas, embedding, mask)
+    uncond_embedding, uncond_mask = unconditional_inputs(diffgen, embedding.shape[0], embedding.shape[1])
+    both_embedding = torch.cat([embedding, uncond_embedding.to(embedding.dtype)])
+    both_mask = torch.cat([mask, uncond_mask])
+
+    def velocity(x: Tensor, sigmas: Tensor) -> Tensor:
+        v = diffgen_velocity(diffgen, torch.cat([x, x]), torch.cat([sigmas, sigmas]), both_embedding, both_mask)
+        v_cond, v_uncond = v.chunk(2)
+        return v_uncond + (v_cond - v_uncond) * scale
+
+    return velocity
+
+
+def decode_latent(
+    diffae: DiffusionAE,
+    latent: Tensor,
+    num_steps: int,
+    sampler: str = "ddim",
+    generator: Optional[torch.Generator] = None,
+    show_progress: bool = False,
+) -> Tensor:
+    """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent."""
+    length = closest_power_2(latent.shape[2] * diffae.latent_factor)
+    noise = torch.randn(
+        (latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype, generator=generator
+    )
+    channels = [None] * diffae.inject_depth + [latent]
+    return run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
+
+
+class CombinedSampler(nn.Module):
+    """Text -> DiffGen latent -> DiffAE decoding -> waveform, from the extracted (EMA) models."""
+
+    def __init__(
+        self,
+        diffae: DiffusionAE,
+        diffgen: DiffusionModel,
+        text_encoder_name: Union[str, FrozenTextEncoder] = "t5-base",
+        text_encoder_max_length: int = 128,
+        device: Union[str, torch.device] = "cpu",
+    ):
+        super().__init__()
+        self.diffae = diffae.eval().requires_grad_(False)
+        self.diffgen = diffgen.eval().requires_grad_(False)
+        if isinstance(text_encoder_name, FrozenTextEncoder):
+            self.text_encoder = text_encoder_name
+        else:
+            self.text_encoder = FrozenTextEncoder(text_encoder_name, text_encoder_max_length)
+        self.device = torch.device(device)
+        self.to(self.device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        texts: Union[str, Sequence[str]],
+        sampling_steps: int = 100,
+        decoding_steps: int = 100,
+        embedding_scale: float = 5.0,
+        latent_length: int = 2048,
+        sampler: str = "ddim",
+        decoding_sampler: Optional[str] = None,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        show_progress: bool = False,
+    ) -> Tensor:
+        """Generate audio [batch, channels, samples] for `texts`; the same `seed` gives the same audio."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        embedding, mask = self.text_encoder(texts)
+        noise = torch.randn(
+            (len(texts), self.latent_channels, latent_length), device=self.device, generator=generator
+        )
+        velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
+        latent = run_sampler(velocity, noise, sampling_steps, sampler, show_progress)
+        return decode_latent(
+            self.diffae, latent, decoding_steps, decoding_sampler or sampler, generator, show_progress
+        )
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the DiffAE latent that DiffGen generates."""
+        return int(self.diffae.encoder.out_channels)
+
+
+def get_default_combined_sampler(
+    diffae_state_dict_file: Optional[Union[str, Path]] = None,
+    diffgen_state_dict_file: Optional[Union[str, Path]] = None,
+    text_encoder_name: Optional[str] = None,
+    device: Optional[Union[str, torch.device]] = None,
+) -> CombinedSampler:
+    """A CombinedSampler from the seed models or exported/checkpointed weights (text encoder read from the export)."""
+    diffae = get_default_diffae(diffae_state_dict_file)
+    diffgen = get_default_diffgen(diffgen_state_dict_file)
+    config: dict[str, Any] = {}
+    if diffgen_state_dict_file is not None:
+        _, config = load_model_file(diffgen_state_dict_file, "diffgen")
+    name = text_encoder_name or config.get("text_encoder", "t5-base")
+    max_length = int(config.get("text_encoder_max_length", DIFFGEN_CONFIG["embedding_max_length"]))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return CombinedSampler(diffae, diffgen, name, max_length, device)

@@ -1,0 +1,327 @@
+"""Lightning modules: `DMAE` trains the DiffAE, `DiffGen` the text-conditional latent diffusion model.
+
+Both share `EMADiffusionModule`: AdamW on trainable parameters only, an EMA copy updated after every real
+optimizer step, validation with the EMA model at fixed noise, skipping (and counting) steps whose gradients
+are not finite, refusing to checkpoint non-finite weights, and saving RNG state for exact resumption.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from ema_pytorch import EMA
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
+
+from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
+from main.diffusion import sample as run_sampler
+from main.diffusion import v_diffusion_loss
+from main.models import (
+    DIFFGEN_CONFIG,
+    build_diffae,
+    build_diffgen,
+    decode_latent,
+    diffgen_velocity,
+    get_default_diffae,
+    get_pretrained_diffae_from_huggingface,
+    guided_velocity_fn,
+    unconditional_inputs,
+)
+from main.text import FrozenTextEncoder
+
+
+def plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers as plain Python (so hyper-parameters load with weights_only=True)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class EMADiffusionModule(pl.LightningModule):
+    """Shared training logic of DMAE and DiffGen; subclasses set `self.model` and implement `diffusion_loss`."""
+
+    model: nn.Module
+
+    def __init__(
+        self,
+        hparams: Mapping[str, Any],
+        lr: float = 1e-4,
+        betas: Sequence[float] = (0.95, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 1e-3,
+        ema_beta: float = 0.995,
+        ema_power: float = 0.7,
+        ema_update_every: int = 1,
+        ema_update_after_step: int = 100,
+        validation_seed: int = 0,
+        preview_steps: int = 50,
+        preview_sampler: str = "ddim",
+    ):
+        super().__init__()
+        training = dict(lr=lr, betas=list(betas), eps=eps, weight_decay=weight_decay, ema_beta=ema_beta,
+                        ema_power=ema_power, ema_update_every=ema_update_every,
+                        ema_update_after_step=ema_update_after_step, validation_seed=validation_seed,
+                        preview_steps=preview_steps, preview_sampler=preview_sampler)
+        self.save_hyperparameters({k: plain(v) for k, v in {**hparams, **training}.items()})
+        self.skipped_nonfinite_steps = 0
+        self.skipped_data_items = 0
+        self._step_was_skipped = False
+
+    def _init_ema(self) -> None:
+        hp = self.hparams
+        self.ema = EMA(
+            self.model,
+            beta=hp.ema_beta,
+            power=hp.ema_power,
+            update_every=hp.ema_update_every,
+            update_after_step=hp.ema_update_after_step,
+            include_online_model=False,
+            use_foreach=True,
+        )
+        self.ema.ema_model.eval()
+
+    @property
+    def ema_model(self) -> nn.Module:
+        """The smoothed model: the one to export and sample from."""
+        return self.ema.ema_model
+
+    def train(self, mode: bool = True) -> "EMADiffusionModule":
+        """Lightning's `.train()` must leave the EMA copy (and frozen parts) in eval mode."""
+        super().train(mode)
+        self.ema.ema_model.eval()
+        return self
+
+    def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
+        """The diffusion loss of `model` on `batch` (CFG masking only when `training`)."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters of the online model only (not the EMA copy, not frozen parts)."""
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay)
+
+    def _count_skipped_items(self, batch: Mapping[str, Any]) -> int:
+        skipped = batch.get("skipped")
+        if skipped is not None:
+            self.skipped_data_items += int(skipped)
+        return int(batch["audio"].shape[0]) if "audio" in batch else int(batch["latent"].shape[0])
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
+        """One diffusion loss on a batch; an empty batch (every file failed to load) is skipped."""
+        batch_size = self._count_skipped_items(batch)
+        self.log("data/skipped_items", float(self.skipped_data_items), on_step=True, reduce_fx="max")
+        if batch_size == 0:
+            return None
+        loss = self.diffusion_loss(self.model, batch, training=True)
+        if torch.isfinite(loss):
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the update when any gradient is NaN/inf: AdamW skips parameters whose grad is None."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
+        self._step_was_skipped = not finite
+        if not finite:
+            self.skipped_nonfinite_steps += 1
+            for p in self.model.parameters():
+                p.grad = None
+        self.log("train/skipped_nonfinite_steps", float(self.skipped_nonfinite_steps), on_step=True, reduce_fx="max")
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Optimizer step, then the EMA update (not after a skipped step)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self._step_was_skipped:
+            self.ema.update()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
+        """EMA-model loss at noise fixed by (validation_seed, batch_idx), leaving the training RNG untouched."""
+        batch_size = self._count_skipped_items(batch)
+        if batch_size == 0:
+            return None
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.hparams.validation_seed + batch_idx)
+            loss = self.diffusion_loss(self.ema_model, batch, training=False)
+        self.log("valid/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write non-finite weights; store counters and RNG states."""
+        bad = non_finite_tensors(checkpoint["state_dict"])
+        if bad:
+            raise RuntimeError(f"refusing to save a checkpoint with non-finite weights: {bad[:5]}")
+        checkpoint["counters"] = {
+            "skipped_nonfinite_steps": self.skipped_nonfinite_steps,
+            "skipped_data_items": self.skipped_data_items,
+        }
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore counters and, on a single process, the RNG states (DDP ranks are reseeded distinctly)."""
+        counters = checkpoint.get("counters", {})
+        self.skipped_nonfinite_steps = int(counters.get("skipped_nonfinite_steps", 0))
+        self.skipped_data_items = int(counters.get("skipped_data_items", 0))
+        if "rng_states" not in checkpoint:
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+            step = int(checkpoint.get("global_step", 0))
+            pl.seed_everything(self.hparams.validation_seed + step * world + rank + 1, workers=True, verbose=False)
+        else:
+            restore_rng_states(checkpoint["rng_states"])
+
+    # -- previews (used by main.callbacks.AudioPreviewCallback) ---------------------------------------------
+
+    def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        """Audio [N, C, L] to listen to during training, from a fixed batch; keys name the kind of audio."""
+        raise NotImplementedError
+
+
+class DMAE(EMADiffusionModule):
+    """Diffusion magnitude autoencoder: trains a DiffAE on cropped stereo audio."""
+
+    def __init__(
+        self,
+        model: Optional[Mapping[str, Any]] = None,
+        sample_rate: int = 32000,
+        init_from: Optional[str] = None,
+        **training: Any,
+    ):
+        hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from}
+        super().__init__(hparams, **training)
+        self.model = build_diffae(**self.hparams.model)
+        if init_from:
+            self.model.load_state_dict(_load_diffae(init_from).state_dict())
+        self._init_ema()
+
+    def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
+        """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent."""
+        return model(batch["audio"])
+
+    @torch.no_grad()
+    def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        """Real clips and their EMA reconstructions (encode -> diffusion decode)."""
+        audio = batch["audio"]
+        latent = self.ema_model.encode(audio)
+        recon = decode_latent(self.ema_model, latent, self.hparams.preview_steps, self.hparams.preview_sampler,
+                              generator)
+        return {"real": audio, "reconstruction": recon[..., : audio.shape[-1]]}
+
+
+def _load_diffae(source: str) -> nn.Module:
+    """A DiffAE from an exported/checkpoint file, or the pretrained hub model when `source` is 'pretrained'."""
+    if source == "pretrained":
+        return get_pretrained_diffae_from_huggingface()
+    return get_default_diffae(source)
+
+
+class DiffGen(EMADiffusionModule):
+    """Text-conditional latent diffusion: frozen text encoder + frozen DiffAE encoder feed a DiffGen U-Net."""
+
+    def __init__(
+        self,
+        model: Optional[Mapping[str, Any]] = None,
+        autoencoder: Optional[str] = None,
+        autoencoder_model: Optional[Mapping[str, Any]] = None,
+        text_encoder: str = "t5-base",
+        text_encoder_max_length: int = 128,
+        cfg_mask_proba: float = 0.1,
+        sample_rate: int = 32000,
+        preview_embedding_scale: float = 5.0,
+        **training: Any,
+    ):
+        hparams = {
+            "kind": "diffgen", "model": model or {}, "autoencoder": autoencoder,
+            "autoencoder_model": autoencoder_model or {}, "text_encoder": text_encoder,
+            "text_encoder_max_length": text_encoder_max_length, "cfg_mask_proba": cfg_mask_proba,
+            "sample_rate": sample_rate, "preview_embedding_scale": preview_embedding_scale,
+        }
+        super().__init__(hparams, **training)
+        if not 0.0 <= cfg_mask_proba < 1.0:
+            raise ValueError(f"model.cfg_mask_proba must be in [0, 1), got {cfg_mask_proba}")
+        self.model = build_diffgen(**self.hparams.model)
+        self._init_ema()
+        # Frozen parts live outside the module tree: not in checkpoints, not seen by the optimizer or DDP,
+        # and untouched by Lightning's .train().
+        text = FrozenTextEncoder(text_encoder, text_encoder_max_length)
+        diffae = _load_diffae(autoencoder) if autoencoder else build_diffae(**self.hparams.autoencoder_model)
+        self._frozen: dict[str, nn.Module] = {"text": text, "autoencoder": diffae.eval().requires_grad_(False)}
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        c = self.hparams
+        features = self.model_config("embedding_features")
+        if self.text_encoder.features != features:
+            raise ValueError(
+                f"model.model.embedding_features={features} but text encoder {c.text_encoder!r} gives "
+                f"{self.text_encoder.features}-d embeddings"
+            )
+        if c.text_encoder_max_length > self.model_config("embedding_max_length"):
+            raise ValueError(
+                f"model.text_encoder_max_length={c.text_encoder_max_length} exceeds "
+                f"model.model.embedding_max_length={self.model_config('embedding_max_length')}"
+            )
+        latent_channels = self.autoencoder.encoder.out_channels
+        if latent_channels != self.model_config("in_channels"):
+            raise ValueError(
+                f"model.model.in_channels={self.model_config('in_channels')} but the DiffAE latent has "
+                f"{latent_channels} channels"
+            )
+
+    def model_config(self, key: str) -> Any:
+        """A DiffGen hyper-parameter, falling back to the seed's value."""
+        return self.hparams.model.get(key, DIFFGEN_CONFIG[key])
+
+    def _frozen_module(self, name: str) -> nn.Module:
+        module = self._frozen[name]
+        if next(module.parameters()).device != self.device:
+            module.to(self.device)
+        return module
+
+    @property
+    def text_encoder(self) -> FrozenTextEncoder:
+        """The frozen text encoder, on this module's device."""
+        return self._frozen_module("text")  # type: ignore[return-value]
+
+    @property
+    def autoencoder(self) -> nn.Module:
+        """The frozen DiffAE (its encoder makes training latents, its decoder renders previews)."""
+        return self._frozen_module("autoencoder")
+
+    def encode_batch(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """Latents, text embeddings and text masks of a batch (pre-encoded entries are used when present)."""
+        with torch.no_grad():
+            latent = batch["latent"] if "latent" in batch else self.autoencoder.encode(batch["audio"])
+            if "embedding" in batch:
+                embedding, mask = batch["embedding"].float(), batch["embedding_mask"].bool()
+            else:
+                embedding, mask = self.text_encoder(batch["text"])
+        return latent, embedding, mask
+
+    def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
+        """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
+        latent, embedding, mask = self.encode_batch(batch)
+        if training and self.hparams.cfg_mask_proba > 0:
+            drop = torch.rand(latent.shape[0], device=latent.device) < self.hparams.cfg_mask_proba
+            uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
+            embedding = torch.where(drop[:, None, None], uncond_embedding, embedding)
+            mask = torch.where(drop[:, None], uncond_mask, mask)
+        return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent)
+
+    @torch.no_grad()
+    def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        """EMA generations for the batch's texts, next to the real clips."""
+        latent, embedding, mask = self.encode_batch(batch)
+        noise = torch.randn(latent.shape, device=latent.device, generator=generator)
+        velocity = guided_velocity_fn(self.ema_model, embedding, mask, self.hparams.preview_embedding_scale)
+        generated_latent = run_sampler(velocity, noise, self.hparams.preview_steps, self.hparams.preview_sampler)
+        audio = decode_latent(self.autoencoder, generated_latent, self.hparams.preview_steps,
+                              self.hparams.preview_sampler, generator)
+        out = {"generated": audio}
+        if "audio" in batch:
+            out["real"] = batch["audio"]
+        return out

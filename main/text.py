@@ -1,0 +1,59 @@
+"""Frozen text encoder (t5-base by default) that turns label strings into token embeddings and a padding mask."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from main.hub import load_local_first
+
+T5_MODEL_TYPES = ("t5", "mt5", "umt5")
+
+
+class FrozenTextEncoder(nn.Module):
+    """Tokenizer + encoder of a Hugging Face model, frozen and always in eval mode."""
+
+    def __init__(self, name_or_path: str = "t5-base", max_length: int = 128):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
+
+        self.name_or_path = str(name_or_path)
+        self.max_length = max_length
+
+        def load(local_files_only: bool) -> tuple:
+            config = AutoConfig.from_pretrained(self.name_or_path, local_files_only=local_files_only)
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, local_files_only=local_files_only)
+            model_cls = T5EncoderModel if config.model_type in T5_MODEL_TYPES else AutoModel
+            return tokenizer, model_cls.from_pretrained(self.name_or_path, local_files_only=local_files_only)
+
+        self.tokenizer, self.model = load_local_first(self.name_or_path, load)
+        self.model.requires_grad_(False)
+        self.eval()
+        config = self.model.config
+        self.features: int = int(getattr(config, "hidden_size", None) or config.d_model)
+
+    def train(self, mode: bool = True) -> "FrozenTextEncoder":
+        """Stay in eval mode whatever the caller asks: the encoder is frozen (no dropout)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Embed `texts` as [batch, max_length, features] plus a bool mask [batch, max_length] (True = token)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        tokens = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        input_ids = tokens["input_ids"].to(device)
+        attention_mask = tokens["attention_mask"].to(device)
+        embedding = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.bool()
+        # Padded positions are zeroed as well as masked, so cached embeddings carry no padding information.
+        return embedding * mask.unsqueeze(-1), mask

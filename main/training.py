@@ -1,0 +1,71 @@
+"""The training run behind `train.py`: validate the config, build everything from it, fit (or resume)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from main.checkpointing import AtomicCheckpointIO
+from main.config import ConfigError, validate_config
+
+
+def find_last_checkpoint(search_dir: Path) -> Path:
+    """The most recently written `last.ckpt` under `search_dir` (for `+ckpt=last`)."""
+    candidates = sorted(search_dir.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"ckpt=last: no last.ckpt found under {search_dir}")
+    return candidates[-1]
+
+
+def resolve_checkpoint(cfg: DictConfig) -> Optional[str]:
+    """The checkpoint path to resume from: `ckpt` as given, or the newest last.ckpt of this task for 'last'."""
+    ckpt = cfg.get("ckpt")
+    if ckpt is None:
+        return None
+    if str(ckpt) == "last":
+        return str(find_last_checkpoint(Path(cfg.paths.log_dir) / str(cfg.task_name)))
+    return str(Path(str(ckpt)).expanduser())
+
+
+def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+# The EMA copy and frozen encoders are in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the model the config describes; returns the final logged metrics."""
+    validate_config(cfg)
+    ckpt_path = resolve_checkpoint(cfg)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.datamodule)
+    model = instantiate(cfg.model)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        checkpoint = trainer.checkpoint_callback
+        last = getattr(checkpoint, "last_model_path", "") if checkpoint else ""
+        print(f"finished at step {trainer.global_step}; metrics: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        if last:
+            print(f"last checkpoint: {last}\nexport the EMA model with: python -m main.export {last}")
+    return metrics
