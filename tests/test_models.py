@@ -1,0 +1,154 @@
+"""Model construction, loading, samplers and the CombinedSampler."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from audio_diffusion_pytorch import DiffusionModel, UNetV0, VSampler
+
+from main.attention import embedding_mask
+from main.diffusion import alpha_beta, sample
+from main.hub import OfflineModelError
+from main.models import (
+    CombinedSampler,
+    build_diffae,
+    build_diffgen,
+    diffgen_velocity,
+    get_default_diffae,
+    get_default_diffgen,
+    get_pretrained_diffae_from_huggingface,
+    guided_velocity_fn,
+    load_model_file,
+    model_state_dict,
+)
+from main.text import FrozenTextEncoder
+
+
+def count_params(model: torch.nn.Module) -> float:
+    return round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+
+
+def test_seed_architectures_have_seed_parameter_counts():
+    assert count_params(get_default_diffae()) == 185.1
+    assert count_params(get_default_diffgen()) == 562.6
+
+
+def test_unknown_model_key_is_named():
+    with pytest.raises(ValueError, match="chanels"):
+        build_diffae(chanels=[1])
+
+
+def test_ddim_matches_library_vsampler():
+    torch.manual_seed(0)
+    model = DiffusionModel(net_t=UNetV0, in_channels=2, channels=[8, 16], factors=[1, 2], items=[1, 1],
+                           sampler_t=VSampler)
+    noise = torch.randn(2, 2, 64)
+    expected = model.sample(noise, num_steps=8)
+    ours = sample(lambda x, s: model.net(x, s), noise, 8, "ddim")
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+def _gaussian_velocity(mean: float, std: float):
+    """Exact velocity for data ~ N(mean, std^2): lets samplers be checked against the known answer."""
+
+    def velocity(x, sigmas):
+        a, b = alpha_beta(sigmas.view(-1, 1, 1))
+        x0 = mean + a * std**2 * (x - a * mean) / (a**2 * std**2 + b**2)
+        noise = (x - a * x0) / b.clamp(min=1e-12)
+        return a * noise - b * x0
+
+    return velocity
+
+
+def test_dpmpp_2m_is_closer_than_ddim_at_few_steps():
+    noise = torch.randn(1, 1, 20000, generator=torch.Generator().manual_seed(0))
+    velocity = _gaussian_velocity(0.7, 0.3)
+    ddim = sample(velocity, noise, 10, "ddim")
+    dpm = sample(velocity, noise, 10, "dpmpp-2m")
+    assert abs(dpm.mean().item() - 0.7) < 0.01
+    assert abs(dpm.std().item() - 0.3) < abs(ddim.std().item() - 0.3)
+
+
+def test_padding_does_not_change_diffgen_output(tiny_diffgen_config):
+    torch.manual_seed(0)
+    model = build_diffgen(**tiny_diffgen_config).eval()
+    x, sigmas = torch.randn(2, 8, 16), torch.rand(2)
+    tokens = torch.randn(2, 32, 384)
+    lengths = torch.tensor([5, 11])
+    mask = torch.arange(32)[None] < lengths[:, None]
+    short_mask = mask[:, :16]
+    padded_junk = tokens.clone()
+    padded_junk[~mask] = 100.0  # whatever sits in padded positions must not matter
+    long_out = diffgen_velocity(model, x, sigmas, padded_junk, mask)
+    short_out = diffgen_velocity(model, x, sigmas, tokens[:, :16] * short_mask[..., None], short_mask)
+    torch.testing.assert_close(long_out, short_out, rtol=1e-5, atol=1e-5)
+    unmasked = diffgen_velocity(model, x, sigmas, padded_junk, None)
+    assert (unmasked - long_out).abs().max() > 1e-3
+
+
+def test_batched_cfg_equals_two_forwards(tiny_diffgen_config):
+    torch.manual_seed(0)
+    model = build_diffgen(**tiny_diffgen_config).eval()
+    x, sigmas = torch.randn(2, 8, 16), torch.rand(2)
+    embedding = torch.randn(2, 32, 384)
+    mask = torch.ones(2, 32, dtype=torch.bool)
+    mask[0, 10:] = False
+    guided = guided_velocity_fn(model, embedding, mask, 4.0)(x, sigmas)
+    # The library's own (unbatched) CFG path, fed the same masked text.
+    with embedding_mask(model, torch.cat([mask])):
+        cond = model.net(x, sigmas, embedding=embedding)
+    with embedding_mask(model, torch.ones_like(mask)):
+        uncond = model.net(x, sigmas, embedding=embedding, embedding_mask_proba=1.0)
+    torch.testing.assert_close(guided, uncond + (cond - uncond) * 4.0, rtol=1e-4, atol=1e-5)
+
+
+def test_text_encoder_mask_and_zeroed_padding(text_encoder_path):
+    encoder = FrozenTextEncoder(text_encoder_path, max_length=16)
+    embedding, mask = encoder(["Turdus merula; morning; song", "a"])
+    assert embedding.shape == (2, 16, 384) and mask.dtype == torch.bool
+    assert mask[1].sum() < mask[0].sum()
+    assert embedding[~mask].abs().max() == 0
+    assert not encoder.train().training and not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_pretrained_diffae_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(OfflineModelError, match="hf download archinetai/dmae1d-ATC64-v2 --revision"):
+        get_pretrained_diffae_from_huggingface()
+    assert time.monotonic() - start < 20
+
+
+def test_missing_text_encoder_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineModelError, match="t5-base"):
+        FrozenTextEncoder("t5-base")
+
+
+def test_load_model_file_rejects_wrong_kind(tmp_path, tiny_diffae_config):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file(model_state_dict(build_diffae(**tiny_diffae_config)), str(path))
+    (tmp_path / "model.json").write_text('{"kind": "diffae", "model": {}}')
+    with pytest.raises(ValueError, match="holds a diffae model"):
+        load_model_file(path, "diffgen")
+    with pytest.raises(FileNotFoundError):
+        load_model_file(tmp_path / "missing.safetensors", "diffae")
+
+
+def test_combined_sampler_shape_and_seed(tiny_diffae_config, tiny_diffgen_config, text_encoder_path):
+    torch.manual_seed(0)
+    sampler = CombinedSampler(build_diffae(**tiny_diffae_config), build_diffgen(**tiny_diffgen_config),
+                              text_encoder_path, 32, "cpu")
+    kwargs = dict(sampling_steps=3, decoding_steps=3, embedding_scale=3.0, latent_length=16)
+    a = sampler.sample(["Turdus merula; song", "Synthia fluvialis"], seed=7, **kwargs)
+    b = sampler.sample(["Turdus merula; song", "Synthia fluvialis"], seed=7, **kwargs)
+    c = sampler.sample(["Turdus merula; song", "Synthia fluvialis"], seed=8, **kwargs)
+    assert a.shape == (2, 2, 16 * 64)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    d = sampler.sample("Turdus merula; song", seed=7, sampler="dpmpp-2m", **kwargs)
+    assert d.shape == (1, 2, 1024) and torch.isfinite(d).all()
