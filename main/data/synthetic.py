@@ -300,7 +300,7 @@ def _record_metadata(
 # ----------------------------------------------------------------------------- data set
 
 
-def _params_hash(params: dict[str, Any]) -> str:
+def params_hash(params: dict[str, Any]) -> str:
     """A short hash of the generation parameters."""
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -314,7 +314,7 @@ def _cached_manifest(out_dir: Path, params: dict[str, Any]) -> Optional[Path]:
         stored = json.loads(params_path.read_text())
     except (json.JSONDecodeError, OSError):
         return None
-    if stored.get("hash") != _params_hash(params) or stored.get("params") != params:
+    if stored.get("hash") != params_hash(params) or stored.get("params") != params:
         return None
     manifest = out_dir / stored.get("manifest", MANIFEST_FILE)
     files = [out_dir / name for name in stored.get("files", [])]
@@ -400,7 +400,7 @@ def generate_synthetic_dataset(
     report = prepare_manifest(out, metadata=[out / METADATA_FILE], output=out / MANIFEST_FILE, seed=seed)
     if report.ok != len(records):
         raise RuntimeError(f"synthetic data failed validation:\n{report.summary()}")
-    stored = {"hash": _params_hash(params), "params": params, "manifest": MANIFEST_FILE, "files": files}
+    stored = {"hash": params_hash(params), "params": params, "manifest": MANIFEST_FILE, "files": files}
     tmp = out / f".{PARAMS_FILE}.tmp"
     tmp.write_text(json.dumps(stored, indent=1))
     os.replace(tmp, out / PARAMS_FILE)
