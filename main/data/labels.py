@@ -60,6 +60,11 @@ _TIME_RE = re.compile(r"^\s*(\d{1,2})\s*[:.hH]\s*(\d{2})")
 _DATE_RE = re.compile(r"^\s*(\d{4})(?:-(\d{1,2}))?(?:-(\d{1,2}))?")
 _LENGTH_RE = re.compile(r"^\s*(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)\s*$")
 _UNKNOWN = {"", "?", "none", "nan", "null", "unknown", "no score", "n/a"}
+# Xeno-canto's `type` also carries sex and life stage; the natural sentence names only the sound.
+_NOT_SOUND_TYPES = {"male", "female", "sex uncertain", "adult", "juvenile", "immature", "nestling",
+                    "life stage uncertain", "uncertain"}
+_COUNTRIES_WITH_THE = {"Netherlands", "Philippines", "Gambia", "Bahamas", "Maldives", "Comoros", "Seychelles",
+                       "Congo", "Vatican City"}
 
 
 def _text(value: Any) -> str:
@@ -252,9 +257,19 @@ def _join_words(words: Sequence[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _country_phrase(country: str) -> str:
+    """'Portugal', 'the Netherlands', 'the United States', ..."""
+    needs_the = (
+        country in _COUNTRIES_WITH_THE
+        or country.startswith(("United ", "Republic ", "Democratic Republic", "Central African"))
+        or country.endswith((" Islands", " Republic", " Kingdom", " States", " Emirates"))
+    )
+    return f"the {country}" if needs_the and not country.lower().startswith("the ") else country
+
+
 def natural_label(record: Mapping[str, Any]) -> str:
     """A sentence such as 'A song of Turdus merula (Common Blackbird) recorded in Portugal in the evening'."""
-    types = call_types(record)
+    types = [t for t in call_types(record) if t not in _NOT_SOUND_TYPES]
     what = _join_words(types) if types else "recording"
     article = "An" if what[0].lower() in "aeiou" else "A"
     subject = sci_name_of(record) or "an unknown species"
@@ -267,7 +282,7 @@ def natural_label(record: Mapping[str, Any]) -> str:
     if country or tod:
         sentence += " recorded"
         if country:
-            sentence += f" in {country}"
+            sentence += f" in {_country_phrase(country)}"
         if tod:
             sentence += " at night" if tod == "night" else f" in the {tod}"
     background = background_species(record)

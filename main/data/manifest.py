@@ -200,9 +200,12 @@ def normalise_xc_record(record: Mapping[str, Any]) -> dict[str, Any]:
         "length": rec.get("length", ""),
         "file-name": str(rec.get("file-name") or "").strip(),
     }
+    local_file = str(rec.get("file") or "").strip()  # the API's `file` is a download URL; a CSV may hold a path
+    if not meta["file-name"] and local_file and not re.match(r"^(https?:)?//", local_file):
+        meta["file-name"] = Path(local_file).name
     for source, column in _XC_FIELDS.items():
         value = rec.get(column) if column in rec else rec.get(source)
-        if value is None or column in meta and meta[column]:
+        if value is None or (column in meta and meta[column]):
             continue
         meta[column] = ", ".join(parse_list(value)) if column == "type" else str(value).strip()
     if str(meta.get("url", "")).startswith("//"):
@@ -219,9 +222,11 @@ def xc_id_from_filename(name: str) -> Optional[str]:
     return stem if stem.isdigit() else None
 
 
-def _index_files(root: Path, exclude: Iterable[Path]) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
-    """Maps basename (lower-case) -> paths and XC id -> paths for files under `root`, plus audio files."""
-    excluded = {str(p.resolve()) for p in exclude}
+def _index_files(root: Path) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """Maps basename (lower-case) -> paths and XC id -> paths for files under `root`, plus the audio files.
+
+    Hidden files and folders and metadata-like files (.json, .csv, ...) are not indexed.
+    """
     by_name: dict[str, list[str]] = {}
     by_id: dict[str, list[str]] = {}
     audio: list[str] = []
@@ -230,8 +235,6 @@ def _index_files(root: Path, exclude: Iterable[Path]) -> tuple[dict[str, list[st
         for name in sorted(files):
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() in _METADATA_EXTENSIONS:
-                continue
-            if str(path.resolve()) in excluded:
                 continue
             by_name.setdefault(name.lower(), []).append(str(path))
             xc_id = xc_id_from_filename(name)
@@ -263,14 +266,12 @@ def discover_metadata(audio_dir: PathLike, exclude: Iterable[Path] = ()) -> list
     return found
 
 
-def _xc_candidates(
-    audio_dir: Path, metadata: Sequence[Path], exclude: Sequence[Path]
-) -> tuple[list[_Candidate], int, list[str]]:
+def _xc_candidates(audio_dir: Path, metadata: Sequence[Path]) -> tuple[list[_Candidate], int, list[str]]:
     """Candidates from Xeno-canto metadata matched to files; also duplicate count and unmatched audio files."""
     records: list[dict[str, Any]] = []
     for meta_path in metadata:
         records.extend(normalise_xc_record(r) for r in read_xc_metadata(meta_path))
-    by_name, by_id, audio_files = _index_files(audio_dir, exclude)
+    by_name, by_id, audio_files = _index_files(audio_dir)
     candidates: list[_Candidate] = []
     seen_ids: set[str] = set()
     used: set[str] = set()
@@ -318,7 +319,9 @@ def _hf_candidates(dataset_dir: Path) -> tuple[list[_Candidate], int]:
     for part in parts:
         missing = {"file", "sci_name"} - set(part.column_names)
         if missing:
-            raise ValueError(f"{dataset_dir}: the dataset lacks column(s) {sorted(missing)}; it needs file, sci_name, label")
+            raise ValueError(
+                f"{dataset_dir}: the dataset lacks column(s) {sorted(missing)}; it needs file, sci_name, label"
+            )
         part = part.select_columns([c for c in part.column_names if c in wanted])
         for row in part.to_list():
             candidate = _hf_candidate(row, dataset_dir)
@@ -391,11 +394,11 @@ def _progress(items: Iterable[AudioCheck], total: int, enabled: bool) -> Iterabl
 
 def _relative(path: str, root: Path) -> str:
     """`path` relative to `root` (POSIX separators) when inside it, else absolute."""
-    resolved = Path(path).resolve()
+    absolute = Path(os.path.abspath(path))  # symlinks are kept, not resolved
     try:
-        return resolved.relative_to(root.resolve()).as_posix()
+        return absolute.relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
-        return str(resolved)
+        return str(absolute)
 
 
 def _atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
@@ -447,7 +450,7 @@ def prepare_manifest(
         for meta_path in meta_paths:
             if not meta_path.is_file():
                 raise ValueError(f"metadata file {meta_path} does not exist")
-        candidates, report.duplicates, unmatched = _xc_candidates(root, meta_paths, [out_path, rejected_path])
+        candidates, report.duplicates, unmatched = _xc_candidates(root, meta_paths)
         report.unmatched_files = unmatched
         report.no_metadata = len(unmatched)
     else:

@@ -392,7 +392,8 @@ def generate_synthetic_dataset(
             rec_id = 900001 + s_index * clips_per_species + clip
             name = f"XC{rec_id}-{sp.sci_name.replace(' ', '-')}.{audio_format}"
             sf.write(out / name, audio, sample_rate, format=container, subtype=subtype)
-            records.append(_record_metadata(rec_id, sp, rng, duration_s, species[background] if background is not None else None, name))
+            background_species = species[background] if background is not None else None
+            records.append(_record_metadata(rec_id, sp, rng, duration_s, background_species, name))
             files.append(name)
     page = {"numRecordings": str(len(records)), "numSpecies": str(len(species)), "page": 1, "numPages": 1,
             "recordings": records}
