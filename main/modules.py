@@ -119,7 +119,8 @@ class EMADiffusionModule(pl.LightningModule):
             return None
         loss = self.diffusion_loss(self.model, batch, training=True)
         if torch.isfinite(loss):
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                     sync_dist=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -49,8 +49,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.datamodule)
-    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.datamodule, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(

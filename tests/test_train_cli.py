@@ -1,0 +1,188 @@
+"""`train.py` as users run it: experiment configs, start-up config errors, kill-and-resume, DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from main.config import ConfigError, register_resolvers, validate_config
+from tests.conftest import ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "exp").glob("*.yaml"))
+
+
+def compose_exp(exp: str, *overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"exp={exp}", *overrides], return_hydra_config=True)
+
+
+def run_train(root: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "train.py", f"paths.root_dir={root}", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def local_t5(tmp_path_factory) -> str:
+    """A 1-layer T5 encoder with t5-base's width (768) and a ByT5 tokenizer, saved like a hub model."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    folder = tmp_path_factory.mktemp("t5")
+    config = T5Config(vocab_size=384, d_model=768, d_kv=64, d_ff=256, num_layers=1, num_heads=12)
+    T5EncoderModel(config).save_pretrained(folder)
+    ByT5Tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(exp, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("file,sci_name,label,split\n")
+    cfg = compose_exp(exp, f"paths.root_dir={tmp_path}")
+    if cfg.datamodule.get("manifest") is not None:
+        cfg.datamodule.manifest = str(manifest)
+    if cfg.model.get("autoencoder") not in (None, "pretrained"):
+        cfg.model.autoencoder = None
+    validate_config(cfg)
+    assert cfg.model.sample_rate == cfg.datamodule.sample_rate
+
+
+def count(module: torch.nn.Module) -> float:
+    return round(sum(p.numel() for p in module.parameters()) / 1e6, 1)
+
+
+def test_seed_experiments_instantiate_seed_models(tmp_path, local_t5):
+    dmae = instantiate(compose_exp("dmae", f"paths.root_dir={tmp_path}", "model.init_from=null").model)
+    assert count(dmae.model) == 185.1 and count(dmae.ema_model) == 185.1
+    assert dmae.hparams.ema_beta == 0.995 and dmae.hparams.betas == [0.95, 0.999]
+    del dmae
+    cfg = compose_exp("diffgen", f"paths.root_dir={tmp_path}", "model.autoencoder=null",
+                      f"model.text_encoder={local_t5}")
+    diffgen = instantiate(cfg.model)
+    assert count(diffgen.model) == 562.6
+    assert diffgen.hparams.cfg_mask_proba == 0.1 and diffgen.hparams.text_encoder_max_length == 128
+    assert cfg.datamodule.crop_length == 2**20
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["datamodule.crop_length=8100"], "datamodule.crop_length"),
+        (["datamodule.manifest=/nonexistent/manifest.csv"], "datamodule.manifest"),
+        (["+model.model.chanels=[1]"], "model.model"),
+        (["model.model.inject_depth=1"], "model.model.inject_depth"),
+        (["model.sample_rate=32000"], "model.sample_rate"),
+        (["+ckpt=/nonexistent/last.ckpt"], "ckpt"),
+    ],
+)
+def test_config_mistakes_fail_at_startup_naming_the_key(overrides, key, tmp_path):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", *overrides))
+
+
+def test_diffgen_shape_mistakes_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.model\.factors"):
+        validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "datamodule.crop_length=8256",
+                                    "+model.model.factors=[1,4]"))
+    with pytest.raises(ConfigError, match=r"text_encoder_max_length"):
+        validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "model.text_encoder_max_length=64"))
+
+
+def test_bad_config_exits_fast_from_the_command_line(tmp_path):
+    start = time.monotonic()
+    result = run_train(tmp_path, "exp=dmae_tiny", "datamodule.crop_length=8100")
+    assert result.returncode != 0
+    assert "datamodule.crop_length=8100 must be a multiple of 64" in result.stderr
+    assert time.monotonic() - start < 60
+
+
+def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"training exited early:\n{process.stderr.read() if process.stderr else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for training progress")
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_from_last_good_checkpoint(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    command = [sys.executable, "train.py", f"paths.root_dir={tmp_path}", "exp=dmae_tiny", "trainer.max_steps=100000",
+               "callbacks.checkpoint.every_n_train_steps=2", "callbacks.audio_preview.every_n_steps=100000",
+               "callbacks.audio_preview.on_train_end=false", "hydra.run.dir=" + str(tmp_path / "run")]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoints = tmp_path / "run/checkpoints"
+    try:
+        _wait_for(lambda: len(list(checkpoints.glob("step=*.ckpt"))) >= 3, 240, process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    last = checkpoints / "last.ckpt"
+    state = torch.load(last, weights_only=True)  # whatever the kill interrupted, last.ckpt is complete
+    step = int(state["global_step"])
+    assert step >= 4 and step % 2 == 0
+    result = run_train(tmp_path, "exp=dmae_tiny", f"+ckpt={last}", f"trainer.max_steps={step + 4}",
+                       "hydra.run.dir=" + str(tmp_path / "resumed"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"finished at step {step + 4}" in result.stdout
+    resumed = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == step + 4
+    assert resumed["counters"]["skipped_nonfinite_steps"] == 0
+
+
+def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
+    from main.checkpointing import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for the process dying between write and rename
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "blob": torch.zeros(1000)}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_resume_last_finds_newest_checkpoint(tmp_path):
+    first = run_train(tmp_path, "exp=dmae_tiny", "trainer.max_steps=4", "callbacks.audio_preview.every_n_steps=100")
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_train(tmp_path, "exp=dmae_tiny", "+ckpt=last", "trainer.max_steps=6",
+                      "callbacks.audio_preview.every_n_steps=100")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished at step 6" in again.stdout
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    result = run_train(tmp_path, "exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4",
+                       "callbacks.audio_preview.every_n_steps=2", "hydra.run.dir=" + str(tmp_path / "run"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "MEMBER: 2/2" in output and "finished at step 4" in output
+    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert state["global_step"] == 4
+    assert (tmp_path / "run/previews/step_00000002").is_dir()
+
+
+def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
+    result = run_train(tmp_path, "exp=diffgen_tiny", "trainer.max_steps=4", "hydra.run.dir=" + str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    previews = sorted(p.name for p in (tmp_path / "run/previews/step_00000004").iterdir())
+    assert "generated_0.wav" in previews and "generated_0.png" in previews
+    metrics = (tmp_path / "run/csv/version_0/metrics.csv").read_text()
+    assert "train/loss" in metrics and "valid/loss" in metrics
