@@ -48,6 +48,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"datamodule.crop_length must be positive, got {crop}")
     if data.get("manifest") is not None:
         _require_file(data.manifest, "datamodule.manifest", "manifest (prepare one with `python -m main.data.prepare`)")
+    if data.get("preencoded") is not None:
+        _require_file(Path(str(data.preencoded)) / "meta.json", "datamodule.preencoded",
+                      "pre-encoded data (make it with `python -m main.preencode`)")
     if "sample_rate" in cfg.model and int(cfg.model.sample_rate) != int(data.sample_rate):
         raise ConfigError(
             f"model.sample_rate={cfg.model.sample_rate} differs from datamodule.sample_rate={data.sample_rate}"

@@ -51,6 +51,9 @@ def test_every_experiment_composes_and_validates(exp, tmp_path):
     cfg = compose_exp(exp, f"paths.root_dir={tmp_path}")
     if cfg.datamodule.get("manifest") is not None:
         cfg.datamodule.manifest = str(manifest)
+    if cfg.datamodule.get("preencoded") is not None:
+        (tmp_path / "meta.json").write_text("{}")
+        cfg.datamodule.preencoded = str(tmp_path)
     if cfg.model.get("autoencoder") not in (None, "pretrained"):
         cfg.model.autoencoder = None
     validate_config(cfg)
