@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from audio_diffusion_pytorch import DiffusionAE, DiffusionModel, LTPlugin, UNetV0, VDiffusion, VSampler
-from audio_diffusion_pytorch.utils import closest_power_2
 from audio_encoders_pytorch import ME1d, TanhBottleneck
 from torch import Tensor, nn
 
@@ -65,7 +65,7 @@ def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[s
 def build_diffae(**overrides: Any) -> DiffusionAE:
     """A DiffAE with the seed's architecture, any hyper-parameter of `DIFFAE_CONFIG` overridden."""
     c = _merged(DIFFAE_CONFIG, overrides)
-    return DiffusionAE(
+    model = DiffusionAE(
         net_t=LTPlugin(UNetV0, num_filters=c["lt_num_filters"], window_length=c["lt_window_length"],
                        stride=c["lt_stride"]),
         dim=1,
@@ -86,6 +86,8 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
         ),
         inject_depth=c["inject_depth"],
     )
+    model.config = c
+    return model
 
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
@@ -109,6 +111,7 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
         use_embedding_cfg=True,
     )
     enable_masked_attention(model, num_heads=c["attention_heads"])
+    model.config = c
     return model
 
 
@@ -285,8 +288,12 @@ def decode_latent(
     generator: Optional[torch.Generator] = None,
     show_progress: bool = False,
 ) -> Tensor:
-    """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent."""
-    length = closest_power_2(latent.shape[2] * diffae.latent_factor)
+    """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
+
+    The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
+    two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths).
+    """
+    length = latent.shape[2] * diffae.latent_factor
     noise = torch.randn(
         (latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype, generator=generator
     )
@@ -304,8 +311,10 @@ class CombinedSampler(nn.Module):
         text_encoder_name: Union[str, FrozenTextEncoder] = "t5-base",
         text_encoder_max_length: int = 128,
         device: Union[str, torch.device] = "cpu",
+        sample_rate: int = 32000,
     ):
         super().__init__()
+        self.sample_rate = sample_rate
         self.diffae = diffae.eval().requires_grad_(False)
         self.diffgen = diffgen.eval().requires_grad_(False)
         if isinstance(text_encoder_name, FrozenTextEncoder):
@@ -343,6 +352,15 @@ class CombinedSampler(nn.Module):
             self.diffae, latent, decoding_steps, decoding_sampler or sampler, generator, show_progress
         )
 
+    def latent_frames(self, seconds: float) -> int:
+        """The shortest latent length covering `seconds` of audio that both U-Nets can take."""
+        diffae_config = getattr(self.diffae, "config", DIFFAE_CONFIG)
+        diffgen_config = getattr(self.diffgen, "config", DIFFGEN_CONFIG)
+        factor = int(self.diffae.latent_factor)
+        diffae_multiple = unet_length_multiple(diffae_config["factors"], diffae_config["lt_stride"])
+        multiple = math.lcm(unet_length_multiple(diffgen_config["factors"]), max(1, diffae_multiple // factor))
+        return max(multiple, math.ceil(seconds * self.sample_rate / factor / multiple) * multiple)
+
     @property
     def latent_channels(self) -> int:
         """Channels of the DiffAE latent that DiffGen generates."""
@@ -364,4 +382,5 @@ def get_default_combined_sampler(
     name = text_encoder_name or config.get("text_encoder", "t5-base")
     max_length = int(config.get("text_encoder_max_length", DIFFGEN_CONFIG["embedding_max_length"]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return CombinedSampler(diffae, diffgen, name, max_length, device)
+    sample_rate = int(config.get("sample_rate", 32000))
+    return CombinedSampler(diffae, diffgen, name, max_length, device, sample_rate)

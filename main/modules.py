@@ -215,6 +215,18 @@ class DMAE(EMADiffusionModule):
         return {"real": audio, "reconstruction": recon[..., : audio.shape[-1]]}
 
 
+def text_conditional_loss(
+    model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float
+) -> Tensor:
+    """DiffGen's loss: each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
+    if cfg_mask_proba > 0:
+        drop = torch.rand(latent.shape[0], device=latent.device) < cfg_mask_proba
+        uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
+        embedding = torch.where(drop[:, None, None], uncond_embedding.to(embedding.dtype), embedding)
+        mask = torch.where(drop[:, None], uncond_mask, mask)
+    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent)
+
+
 def _load_diffae(source: str) -> nn.Module:
     """A DiffAE from an exported/checkpoint file, or the pretrained hub model when `source` is 'pretrained'."""
     if source == "pretrained":
@@ -308,12 +320,8 @@ class DiffGen(EMADiffusionModule):
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
         """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
-        if training and self.hparams.cfg_mask_proba > 0:
-            drop = torch.rand(latent.shape[0], device=latent.device) < self.hparams.cfg_mask_proba
-            uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
-            embedding = torch.where(drop[:, None, None], uncond_embedding, embedding)
-            mask = torch.where(drop[:, None], uncond_mask, mask)
-        return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent)
+        proba = self.hparams.cfg_mask_proba if training else 0.0
+        return text_conditional_loss(model, latent, embedding, mask, proba)
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

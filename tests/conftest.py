@@ -65,3 +65,32 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 def tone_loader() -> DataLoader:
     """8 labelled stereo clips of 8192 samples in batches of 4, fixed order."""
     return DataLoader(ToneDataset(), batch_size=4, shuffle=False, collate_fn=collate)
+
+
+def save_export(model: torch.nn.Module, path: Path, config: dict[str, Any]) -> Path:
+    """Write `model` the way `python -m main.export` does: safetensors weights + JSON config beside them."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from main.models import model_state_dict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(model_state_dict(model), str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps(config))
+    return path.with_suffix(".safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory, tiny_diffae_config, tiny_diffgen_config, text_encoder_path) -> dict[str, Path]:
+    """Untrained tiny DiffAE and DiffGen saved as exports (16 kHz, MiniLM text encoder)."""
+    from main.models import build_diffae, build_diffgen
+
+    folder = tmp_path_factory.mktemp("exports")
+    torch.manual_seed(0)
+    diffae = save_export(build_diffae(**tiny_diffae_config), folder / "diffae",
+                         {"kind": "diffae", "model": tiny_diffae_config, "sample_rate": 16000})
+    diffgen = save_export(build_diffgen(**tiny_diffgen_config), folder / "diffgen",
+                          {"kind": "diffgen", "model": tiny_diffgen_config, "sample_rate": 16000,
+                           "text_encoder": text_encoder_path, "text_encoder_max_length": 32})
+    return {"diffae": diffae, "diffgen": diffgen}

@@ -211,7 +211,8 @@ def test_round_trip_resume_failures_and_manifest(fake_api: FakeXenoCanto, tmp_pa
     # rate limit: N requests span at least (N - 1) / rate seconds
     times = [t for t, _, _ in fake_api.log]
     assert report.requests == len(times) == 13
-    assert times[-1] - times[0] >= (len(times) - 1) / rate - 0.02
+    assert report.seconds >= (len(times) - 1) / rate
+    assert times[-1] - times[0] >= (len(times) - 1) / rate - 0.05  # server clock: allow connection jitter
 
     # resume: nothing downloaded again, failures retried
     fake_api.log.clear()

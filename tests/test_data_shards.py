@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
@@ -12,7 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from main.data import shard as shard_cli
 from main.data.datamodule import AudioDataset, BirdSoundDataModule, collate_audio
@@ -67,7 +70,8 @@ def test_write_shards_layout_index_and_determinism(manifest: Path, shards: Path,
     for split, entry in index["splits"].items():
         expected = [r for r in rows if r["split"] == split]
         assert entry["clips"] == len(expected) == sum(s["clips"] for s in entry["shards"])
-        assert [s["path"] for s in entry["shards"]] == [f"{split}/shard-{i:06d}.tar" for i in range(len(entry["shards"]))]
+        paths = [f"{split}/shard-{i:06d}.tar" for i in range(len(entry["shards"]))]
+        assert [s["path"] for s in entry["shards"]] == paths
         for shard in entry["shards"]:
             path = shards / shard["path"]
             assert shard["clips"] <= 3 and shard["bytes"] == path.stat().st_size
@@ -218,6 +222,10 @@ def test_datamodule_with_shards(manifest: Path, shards: Path) -> None:
     assert dm.datasets["train"].epoch == 3
     test = dm.test_dataloader()  # the test split still comes from the manifest
     assert isinstance(test.dataset, AudioDataset) and next(iter(test))["audio"].shape[1:] == (2, CROP)
+    with pytest.raises(ValueError, match="stratified"):
+        BirdSoundDataModule(manifest=str(manifest), shards=str(shards), stratified=True).setup("fit")
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        BirdSoundDataModule(manifest=str(manifest), shards=str(shards / "train")).setup("fit")
 
 
 def test_corrupt_member_and_truncated_shard_are_skipped_and_counted(shards: Path, tmp_path: Path) -> None:
@@ -257,3 +265,42 @@ def test_cli_and_sizes(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert read_index(out)["splits"]["valid"]["clips"] == 4 and read_index(out)["channels"] == 1
     assert shard_cli.main(args) == 2 and "exists" in capsys.readouterr().err
     assert shard_cli.main(args + ["--overwrite"]) == 0
+
+
+class _Probe(pl.LightningModule):
+    """Keeps the training batches it sees and counts validation batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.batches: list[torch.Tensor] = []
+        self.val_batches = 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.batches.append(batch["audio"].clone())
+        return (self.weight * batch["audio"].mean()).sum()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.val_batches += 1
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_fit_follows_the_trainer_epoch(manifest: Path, shards: Path) -> None:
+    module = BirdSoundDataModule(str(manifest), sample_rate=SR, crop_length=CROP, batch_size=4, num_workers=0,
+                                 with_text=True, shards=str(shards))
+    probe = _Probe()
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=2, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(probe, datamodule=module)
+    assert [tuple(b.shape) for b in probe.batches] == [(4, 2, CROP)] * 4 and probe.val_batches == 2
+    expected = []
+    for epoch in (0, 1):
+        dataset = ShardedAudioDataset(shards, "train", SR, CROP, random_crop=True, with_text=True, shuffle=True)
+        dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=4, collate_fn=functools.partial(collate_audio, with_text=True))
+        expected += [b["audio"] for _, b in zip(range(2), loader)]
+    assert all(torch.equal(a, b) for a, b in zip(probe.batches, expected))
+    assert not torch.equal(probe.batches[0], probe.batches[2])

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from safetensors.torch import save_file
 
 from main.data.datamodule import BirdSoundDataModule
 from main.data.latents import LatentDataModule, LatentDataset, PreencodedStore, collate_latents
 from main.data.synthetic import generate_synthetic_dataset
-from main.models import build_diffae, model_state_dict
+from main.models import build_diffae
 from main.modules import DiffGen
 from main.preencode import load_recording, preencode
 from main.text import FrozenTextEncoder
+from tests.conftest import save_export
 
 CROP = 8192  # one clip is exactly one crop at 16 kHz, so cropping in latent or audio space is the same
 
@@ -26,9 +24,7 @@ def setup(tmp_path_factory, tiny_diffae_config, text_encoder_path):
     tmp = tmp_path_factory.mktemp("preencode")
     torch.manual_seed(0)
     diffae = build_diffae(**tiny_diffae_config)
-    save_file(model_state_dict(diffae), str(tmp / "diffae.safetensors"))
-    (tmp / "diffae.json").write_text(json.dumps({"kind": "diffae", "model": tiny_diffae_config,
-                                                 "sample_rate": 16000}))
+    save_export(diffae, tmp / "diffae", {"kind": "diffae", "model": tiny_diffae_config, "sample_rate": 16000})
     manifest = generate_synthetic_dataset(tmp / "data", clips_per_species=2, duration_s=CROP / 16000,
                                           sample_rate=16000)
     out = {}

@@ -1,0 +1,172 @@
+"""Speed of this repository against the seed's way of doing the same work, in one run on one machine.
+
+    python benchmarks/bench_speed.py train     # DiffGen training steps/s: on-the-fly T5 + DiffAE encoder vs pre-encoded
+    python benchmarks/bench_speed.py sample    # text -> audio: seed sampler (DDIM 100+100, unbatched CFG) vs ours
+
+Both use the seed's model sizes (DiffGen 562.6M, DiffAE 185.1M, a t5-base-sized encoder with random weights:
+same compute as t5-base, no download). Absolute seconds drift on shared machines; read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from audio_diffusion_pytorch import DiffusionModel, UNetV0, VDiffusion, VSampler
+
+from main.diffusion import sample as run_sampler
+from main.models import DIFFGEN_CONFIG, build_diffae, build_diffgen, decode_latent, guided_velocity_fn
+from main.modules import text_conditional_loss
+
+
+def t5_base_sized_encoder():
+    """A T5 encoder with t5-base's dimensions and random weights (identical FLOPs to t5-base)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+    return T5EncoderModel(config).eval().requires_grad_(False)
+
+
+def seed_diffgen() -> DiffusionModel:
+    """The seed's DiffGen exactly as its README builds it (einsum attention, no text mask)."""
+    c = DIFFGEN_CONFIG
+    return DiffusionModel(net_t=UNetV0, in_channels=c["in_channels"], channels=c["channels"], factors=c["factors"],
+                          items=c["items"], attentions=c["attentions"], cross_attentions=c["cross_attentions"],
+                          attention_heads=c["attention_heads"], attention_features=c["attention_features"],
+                          diffusion_t=VDiffusion, sampler_t=VSampler, embedding_max_length=c["embedding_max_length"],
+                          embedding_features=c["embedding_features"], use_text_conditioning=False,
+                          use_embedding_cfg=True)
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Mean seconds per call after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def bench_train(batch_size: int, crop: int, repeats: int) -> None:
+    """DiffGen optimizer steps/s: seed (T5 + DiffAE encoder every step) vs pre-encoded latents/embeddings."""
+    torch.manual_seed(0)
+    audio = torch.randn(batch_size, 2, crop).clamp(-1, 1) * 0.3
+    tokens = torch.randint(0, 32000, (batch_size, 128))
+    attention = torch.ones(batch_size, 128, dtype=torch.long)
+    attention[:, 35:] = 0  # mean label length in the seed's data
+
+    encoder = build_diffae().encoder.eval().requires_grad_(False)
+    text = t5_base_sized_encoder()
+    seed_model = seed_diffgen()
+    optimizer = torch.optim.AdamW(seed_model.parameters(), lr=1e-4)
+
+    def seed_step() -> None:
+        with torch.no_grad():
+            latent = encoder(audio)
+            embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
+        loss = seed_model(latent, embedding=embedding, embedding_mask_proba=0.1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seed_s = timed(seed_step, repeats)
+    with torch.no_grad():
+        latent = encoder(audio)
+        embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
+    del seed_model, optimizer, encoder, text
+    gc.collect()
+
+    ours = build_diffgen()
+    optimizer = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    cached = embedding.half()  # what main.preencode stores
+    mask = attention.bool()
+
+    def our_step() -> None:
+        loss = text_conditional_loss(ours, latent, cached.float(), mask, 0.1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    our_s = timed(our_step, repeats)
+    print(f"DiffGen training, batch {batch_size}, crop {crop} samples, {torch.get_num_threads()} threads")
+    print(f"  seed (T5 + DiffAE encoder on the fly): {1 / seed_s:.4f} steps/s  ({seed_s:.2f} s/step)")
+    print(f"  ours (pre-encoded, masked SDPA):       {1 / our_s:.4f} steps/s  ({our_s:.2f} s/step)")
+    print(f"  speed-up: {seed_s / our_s:.2f}x   peak RSS {peak_rss_gb():.1f} GB")
+
+
+def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps: int) -> None:
+    """Text embedding -> audio wall time: seed sampler vs ours (batched CFG, SDPA, DDIM and DPM-Solver++)."""
+    torch.manual_seed(0)
+    diffae = build_diffae().eval()
+    embedding = torch.randn(batch_size, 128, 768)
+    mask = torch.zeros(batch_size, 128, dtype=torch.bool)
+    mask[:, :35] = True
+    noise = torch.randn(batch_size, 32, latent_length)
+    seed_model = seed_diffgen().eval()
+
+    def seed_sample() -> None:
+        latent = seed_model.sample(noise, embedding=embedding, embedding_scale=5.0, num_steps=seed_steps)
+        diffae.decode(latent, num_steps=seed_steps)
+
+    with torch.no_grad():
+        seed_s = timed(seed_sample, 1, warmup=0)
+    ours = build_diffgen().eval()
+    ours.load_state_dict(seed_model.state_dict())
+    del seed_model
+    gc.collect()
+
+    def our_sample(sampler: str, steps: int) -> Callable[[], None]:
+        def run() -> None:
+            velocity = guided_velocity_fn(ours, embedding, mask, 5.0)
+            latent = run_sampler(velocity, noise, steps, sampler)
+            decode_latent(diffae, latent, steps, sampler)
+        return run
+
+    with torch.no_grad():
+        ddim_s = timed(our_sample("ddim", seed_steps), 1, warmup=0)
+        dpm_s = timed(our_sample("dpmpp-2m", our_steps), 1, warmup=0)
+    audio_s = latent_length * diffae.latent_factor / 32000 * batch_size
+    print(f"Text -> audio, batch {batch_size}, latent {latent_length} frames ({audio_s:.1f} s of audio at 32 kHz)")
+    print(f"  seed  DDIM {seed_steps}+{seed_steps}, unbatched CFG: {seed_s:.1f} s  (real-time factor {seed_s / audio_s:.1f})")
+    print(f"  ours  DDIM {seed_steps}+{seed_steps}, batched CFG:   {ddim_s:.1f} s  ({seed_s / ddim_s:.2f}x)")
+    print(f"  ours  DPM-Solver++(2M) {our_steps}+{our_steps}:      {dpm_s:.1f} s  ({seed_s / dpm_s:.2f}x)")
+    print(f"  peak RSS {peak_rss_gb():.1f} GB")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    train = sub.add_parser("train")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--crop", type=int, default=2**20)
+    train.add_argument("--repeats", type=int, default=3)
+    sample = sub.add_parser("sample")
+    sample.add_argument("--latent-length", type=int, default=64)
+    sample.add_argument("--batch-size", type=int, default=1)
+    sample.add_argument("--seed-steps", type=int, default=100)
+    sample.add_argument("--our-steps", type=int, default=25)
+    args = parser.parse_args()
+    if args.what == "train":
+        bench_train(args.batch_size, args.crop, args.repeats)
+    else:
+        bench_sample(args.latent_length, args.batch_size, args.seed_steps, args.our_steps)
+
+
+if __name__ == "__main__":
+    main()
