@@ -26,6 +26,11 @@ _EXPORTS: dict[str, str] = {
     "AudioDataset": "datamodule",
     "BirdSoundDataModule": "datamodule",
     "collate_audio": "datamodule",
+    "LatentDataModule": "latents",
+    "PreencodedStore": "latents",
+    "download_recordings": "xenocanto",
+    "ShardedAudioDataset": "shards",
+    "write_shards": "shards",
 }
 __all__ = sorted(_EXPORTS)
 
