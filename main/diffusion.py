@@ -41,9 +41,16 @@ def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor) -> Tensor:
     return F.mse_loss(velocity_fn(x_noisy, sigmas), v_target)
 
 
-def linear_sigmas(num_steps: int, device: torch.device | str = "cpu") -> Tensor:
-    """The library's schedule: num_steps+1 noise levels from 1 down to 0."""
-    return torch.linspace(1.0, 0.0, num_steps + 1, device=device)
+def linear_sigmas(num_steps: int, device: torch.device | str = "cpu", start: float = 1.0) -> Tensor:
+    """The library's schedule: num_steps+1 noise levels from `start` (1 = pure noise) down to 0."""
+    return torch.linspace(start, 0.0, num_steps + 1, device=device)
+
+
+def add_noise(x: Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """`x` diffused to noise level `sigma` (the starting point of an audio-to-audio variation)."""
+    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    alpha, beta = alpha_beta(torch.tensor(sigma, dtype=torch.float64))
+    return float(alpha) * x + float(beta) * noise
 
 
 @torch.no_grad()
@@ -53,13 +60,16 @@ def sample(
     num_steps: int,
     sampler: str = "ddim",
     show_progress: bool = False,
+    sigma_start: float = 1.0,
 ) -> Tensor:
-    """Denoise `noise` (sigma = 1) to a clean sample with `num_steps` network evaluations."""
+    """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    sigmas = linear_sigmas(num_steps, noise.device)
+    if not 0.0 < sigma_start <= 1.0:
+        raise ValueError(f"sigma_start must be in (0, 1], got {sigma_start}")
+    sigmas = linear_sigmas(num_steps, noise.device, sigma_start)
     step = _ddim_step if sampler == "ddim" else _DpmSolverPP2M()
     x = noise
     for i in tqdm(range(num_steps), disable=not show_progress, desc=f"sampling ({sampler})", leave=False):

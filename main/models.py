@@ -14,6 +14,7 @@ from audio_encoders_pytorch import ME1d, TanhBottleneck
 from torch import Tensor, nn
 
 from main.attention import embedding_mask, enable_masked_attention
+from main.diffusion import add_noise
 from main.diffusion import sample as run_sampler
 from main.hub import load_local_first
 from main.text import FrozenTextEncoder
@@ -351,6 +352,40 @@ class CombinedSampler(nn.Module):
         return decode_latent(
             self.diffae, latent, decoding_steps, decoding_sampler or sampler, generator, show_progress
         )
+
+    @torch.no_grad()
+    def variation(
+        self,
+        audio: Tensor,
+        texts: Union[str, Sequence[str]],
+        strength: float = 0.5,
+        sampling_steps: int = 50,
+        decoding_steps: int = 50,
+        embedding_scale: float = 5.0,
+        sampler: str = "ddim",
+        seed: Optional[int] = None,
+        show_progress: bool = False,
+    ) -> Tensor:
+        """Audio-to-audio: encode `audio` [batch, channels, samples], noise its latent to `strength` (0 = keep,
+        1 = ignore the input) and denoise it towards `texts`; returns audio of the input's length."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if len(texts) == 1 and audio.shape[0] > 1:
+            texts = texts * audio.shape[0]
+        if len(texts) != audio.shape[0]:
+            raise ValueError(f"{len(texts)} texts for {audio.shape[0]} input clips")
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        frames = self.latent_frames(audio.shape[-1] / self.sample_rate)
+        padded = torch.nn.functional.pad(audio, (0, frames * self.diffae.latent_factor - audio.shape[-1]))
+        latent = self.diffae.encode(padded.to(self.device))
+        embedding, mask = self.text_encoder(texts)
+        start = add_noise(latent, strength, generator)
+        velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
+        steps = max(1, round(sampling_steps * strength))
+        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength)
+        out = decode_latent(self.diffae, new_latent, decoding_steps, sampler, generator, show_progress)
+        return out[..., : audio.shape[-1]]
 
     def latent_frames(self, seconds: float) -> int:
         """The shortest latent length covering `seconds` of audio that both U-Nets can take."""

@@ -152,3 +152,32 @@ def test_combined_sampler_shape_and_seed(tiny_diffae_config, tiny_diffgen_config
     assert not torch.equal(a, c)
     d = sampler.sample("Turdus merula; song", seed=7, sampler="dpmpp-2m", **kwargs)
     assert d.shape == (1, 2, 1024) and torch.isfinite(d).all()
+
+
+def test_partial_denoising_keeps_the_input_at_low_strength():
+    """From sigma_start the sampler only removes the noise that was added (exact for a known data point)."""
+    from main.diffusion import add_noise
+
+    target = torch.full((1, 1, 1000), 0.4)
+
+    def velocity(x, sigmas):  # the data distribution is the single point `target`
+        a, b = alpha_beta(sigmas.view(-1, 1, 1))
+        return a * (x - a * target) / b.clamp(min=1e-12) - b * target
+
+    noisy = add_noise(target, 0.3, torch.Generator().manual_seed(0))
+    out = sample(velocity, noisy, 5, "dpmpp-2m", sigma_start=0.3)
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="sigma_start"):
+        sample(velocity, noisy, 5, sigma_start=0.0)
+
+
+def test_variation_keeps_length_and_is_seeded(tiny_diffae_config, tiny_diffgen_config, text_encoder_path):
+    torch.manual_seed(0)
+    sampler = CombinedSampler(build_diffae(**tiny_diffae_config), build_diffgen(**tiny_diffgen_config),
+                              text_encoder_path, 32, "cpu", sample_rate=16000)
+    audio = torch.randn(2, 2, 5000) * 0.1
+    a = sampler.variation(audio, "Turdus merula", strength=0.6, sampling_steps=4, decoding_steps=3, seed=1)
+    b = sampler.variation(audio, "Turdus merula", strength=0.6, sampling_steps=4, decoding_steps=3, seed=1)
+    assert a.shape == audio.shape and torch.equal(a, b)
+    with pytest.raises(ValueError, match="texts"):
+        sampler.variation(audio, ["a", "b", "c"], seed=1)
