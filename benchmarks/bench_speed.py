@@ -88,7 +88,7 @@ def bench_train(batch_size: int, crop: int, repeats: int) -> None:
     with torch.no_grad():
         latent = encoder(audio)
         embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
-    del seed_model, optimizer, encoder, text
+    seed_model = optimizer = encoder = text = None  # free the seed setup before building ours
     gc.collect()
 
     ours = build_diffgen()
@@ -127,7 +127,7 @@ def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps
         seed_s = timed(seed_sample, 1, warmup=0)
     ours = build_diffgen().eval()
     ours.load_state_dict(seed_model.state_dict())
-    del seed_model
+    seed_model = None
     gc.collect()
 
     def our_sample(sampler: str, steps: int) -> Callable[[], None]:

@@ -396,6 +396,75 @@ class CombinedSampler(nn.Module):
         multiple = math.lcm(unet_length_multiple(diffgen_config["factors"]), max(1, diffae_multiple // factor))
         return max(multiple, math.ceil(seconds * self.sample_rate / factor / multiple) * multiple)
 
+    def save_pretrained(self, folder: Union[str, Path], include_text_encoder: Optional[bool] = None) -> Path:
+        """Write a self-describing folder (safetensors + JSON) that `from_pretrained` and the hub can load.
+
+        The text encoder is stored by name; its weights are copied in when it was loaded from a local folder
+        (a path would not work elsewhere) or when `include_text_encoder` is True.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.text_encoder.name_or_path
+        include = Path(name).is_dir() if include_text_encoder is None else include_text_encoder
+        if include:
+            self.text_encoder.tokenizer.save_pretrained(folder / "text_encoder")
+            self.text_encoder.model.save_pretrained(folder / "text_encoder")
+            name = "text_encoder"
+        common = {"sample_rate": self.sample_rate}
+        parts = {
+            "diffae": (self.diffae, {"kind": "diffae", **common}),
+            "diffgen": (self.diffgen, {"kind": "diffgen", **common, "text_encoder": name,
+                                       "text_encoder_max_length": self.text_encoder.max_length}),
+        }
+        for part, (model, config) in parts.items():
+            config["model"] = {k: v for k, v in getattr(model, "config", {}).items()}
+            save_file(model_state_dict(model), str(folder / f"{part}.safetensors"), metadata={"config": json.dumps(config)})
+            (folder / f"{part}.json").write_text(json.dumps(config, indent=2) + "\n")
+        (folder / "README.md").write_text(
+            "---\nlibrary_name: bird-diffusion\ntags: [text-to-audio, bioacoustics, diffusion]\n---\n"
+            "# Bird-sound text-to-audio diffusion\n\n```python\nfrom main.models import CombinedSampler\n"
+            f"model = CombinedSampler.from_pretrained(\"{folder.name}\")\n"
+            "audio = model.sample([\"Turdus merula; morning; song\"], sampler=\"dpmpp-2m\", sampling_steps=25, "
+            "decoding_steps=25)\n```\n"
+        )
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_folder: Union[str, Path], revision: Optional[str] = None,
+        device: Optional[Union[str, torch.device]] = None,
+    ) -> "CombinedSampler":
+        """Load a folder written by `save_pretrained`, or a hub repository holding one (cache first)."""
+        folder = Path(name_or_folder)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(load_local_first(
+                str(name_or_folder),
+                lambda local: snapshot_download(str(name_or_folder), revision=revision, local_files_only=local),
+                revision,
+            ))
+        config = json.loads((folder / "diffgen.json").read_text())
+        text_encoder = config.get("text_encoder", "t5-base")
+        if (folder / text_encoder).is_dir():
+            text_encoder = str(folder / text_encoder)
+        return get_default_combined_sampler(folder / "diffae.safetensors", folder / "diffgen.safetensors",
+                                            text_encoder, device)
+
+    def push_to_hub(self, repo_id: str, private: bool = True, **kwargs: Any) -> str:
+        """Upload `save_pretrained`'s folder to the Hugging Face hub (needs a network and a token)."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, **kwargs)
+            return str(api.upload_folder(repo_id=repo_id, folder_path=tmp))
+
     @property
     def latent_channels(self) -> int:
         """Channels of the DiffAE latent that DiffGen generates."""

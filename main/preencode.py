@@ -24,26 +24,16 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torchaudio
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from main.data.audio import AudioReadError, read_audio
-from main.data.datamodule import to_channels
+from main.data.audio import AudioReadError
+from main.data.datamodule import load_recording
 from main.data.manifest import read_manifest
 from main.models import build_diffae, load_model_file, load_model_state
 from main.text import FrozenTextEncoder
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-def load_recording(path: Union[str, Path], sample_rate: int, channels: int) -> Tensor:
-    """A whole recording as float32 [channels, samples] at `sample_rate`."""
-    data, rate = read_audio(path)
-    audio = torch.from_numpy(np.ascontiguousarray(data.T))
-    if rate != sample_rate:
-        audio = torchaudio.functional.resample(audio, rate, sample_rate)
-    return to_channels(audio, channels)
 
 
 @torch.no_grad()

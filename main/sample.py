@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from main.audio import save_audio, save_spectrogram_png
 from main.diffusion import SAMPLERS
-from main.models import get_default_combined_sampler
+from main.models import CombinedSampler, get_default_combined_sampler
+from main.data.datamodule import load_recording
 
 
 def slug(text: str, limit: int = 60) -> str:
@@ -35,8 +36,9 @@ def resolve_device(device: str) -> str:
 def main(argv: Optional[list[str]] = None) -> list[Path]:
     """Command-line entry point; returns the WAV files written."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--diffae", required=True, help="exported DiffAE (.safetensors) or DMAE checkpoint (.ckpt)")
-    parser.add_argument("--diffgen", required=True, help="exported DiffGen (.safetensors) or DiffGen checkpoint")
+    parser.add_argument("--model", help="folder written by CombinedSampler.save_pretrained, or a hub repository")
+    parser.add_argument("--diffae", help="exported DiffAE (.safetensors) or DMAE checkpoint (.ckpt)")
+    parser.add_argument("--diffgen", help="exported DiffGen (.safetensors) or DiffGen checkpoint")
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", action="append", help="text prompt (repeatable)")
     prompts.add_argument("--prompts-file", type=Path, help="one prompt per line")
@@ -51,12 +53,25 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--text-encoder", help="override the text encoder stored with the DiffGen export")
+    parser.add_argument("--input-audio", type=Path, help="audio-to-audio: start from this recording")
+    parser.add_argument("--strength", type=float, default=0.5,
+                        help="with --input-audio: how much of it to replace (0 keeps it, 1 ignores it)")
     args = parser.parse_args(argv)
+    if not args.model and not (args.diffae and args.diffgen):
+        parser.error("give --model, or both --diffae and --diffgen")
 
     texts = args.prompt or [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
     jobs = [(text, n) for text in texts for n in range(args.num)]
-    model = get_default_combined_sampler(args.diffae, args.diffgen, args.text_encoder, resolve_device(args.device))
+    device = resolve_device(args.device)
+    if args.model:
+        model = CombinedSampler.from_pretrained(args.model, device=device)
+    else:
+        model = get_default_combined_sampler(args.diffae, args.diffgen, args.text_encoder, device)
     sample_rate = model.sample_rate
+    source = None
+    if args.input_audio:
+        source = load_recording(args.input_audio, sample_rate, model.diffae.in_channels)
+        args.seconds = source.shape[-1] / sample_rate
     frames = model.latent_frames(args.seconds)
     samples = round(args.seconds * sample_rate)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -67,9 +82,13 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     for start in tqdm(range(0, len(jobs), args.batch_size), desc="generating"):
         batch = jobs[start:start + args.batch_size]
         # One generator per batch, seeded by the first job's index: the same command gives the same files.
-        audio = model.sample([t for t, _ in batch], sampling_steps=args.steps,
-                             decoding_steps=args.decoding_steps or args.steps, embedding_scale=args.cfg,
-                             latent_length=frames, sampler=args.sampler, seed=args.seed + start)
+        texts = [t for t, _ in batch]
+        steps = dict(sampling_steps=args.steps, decoding_steps=args.decoding_steps or args.steps,
+                     embedding_scale=args.cfg, sampler=args.sampler, seed=args.seed + start)
+        if source is not None:
+            audio = model.variation(source.expand(len(texts), -1, -1), texts, strength=args.strength, **steps)
+        else:
+            audio = model.sample(texts, latent_length=frames, **steps)
         for (text, n), clip in zip(batch, audio[..., :samples]):
             name = f"{slug(text)}_{n:03d}"
             written.append(save_audio(args.out / f"{name}.wav", clip, sample_rate))

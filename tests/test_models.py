@@ -181,3 +181,21 @@ def test_variation_keeps_length_and_is_seeded(tiny_diffae_config, tiny_diffgen_c
     assert a.shape == audio.shape and torch.equal(a, b)
     with pytest.raises(ValueError, match="texts"):
         sampler.variation(audio, ["a", "b", "c"], seed=1)
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path, tiny_diffae_config, tiny_diffgen_config, text_encoder_path):
+    torch.manual_seed(0)
+    sampler = CombinedSampler(build_diffae(**tiny_diffae_config), build_diffgen(**tiny_diffgen_config),
+                              text_encoder_path, 32, "cpu", sample_rate=16000)
+    folder = sampler.save_pretrained(tmp_path / "bird-model")
+    assert (folder / "text_encoder/config.json").is_file()  # a local text encoder travels with the model
+    loaded = CombinedSampler.from_pretrained(folder, device="cpu")
+    assert loaded.sample_rate == 16000
+    kwargs = dict(sampling_steps=2, decoding_steps=2, latent_length=16, seed=3)
+    assert torch.equal(sampler.sample("Synthia fluvialis", **kwargs), loaded.sample("Synthia fluvialis", **kwargs))
+
+
+def test_from_pretrained_offline_hub_name_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineModelError, match="someone/bird-model"):
+        CombinedSampler.from_pretrained("someone/bird-model")

@@ -12,7 +12,8 @@ from main.data.latents import LatentDataModule, LatentDataset, PreencodedStore, 
 from main.data.synthetic import generate_synthetic_dataset
 from main.models import build_diffae
 from main.modules import DiffGen
-from main.preencode import load_recording, preencode
+from main.data.datamodule import load_recording
+from main.preencode import preencode
 from main.text import FrozenTextEncoder
 from tests.conftest import save_export
 

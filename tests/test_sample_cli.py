@@ -25,3 +25,15 @@ def test_sample_cli_writes_reproducible_clips(tmp_path, tiny_exports):
     assert first[0].read_bytes() != first[1].read_bytes()
     settings = json.loads((tmp_path / "a/settings.json").read_text())
     assert settings["sampler"] == "dpmpp-2m" and settings["latent_frames"] == 126  # 8000 samples / 64, rounded up to even
+
+
+def test_sample_cli_variation_of_an_input_recording(tmp_path, tiny_exports):
+    import numpy as np
+
+    source = tmp_path / "input.wav"
+    sf.write(str(source), np.random.default_rng(0).normal(0, 0.1, (6000, 1)).astype("float32"), 16000)
+    written = sample_main(["--diffae", str(tiny_exports["diffae"]), "--diffgen", str(tiny_exports["diffgen"]),
+                           "--prompt", "Synthia fluvialis", "--input-audio", str(source), "--strength", "0.4",
+                           "--steps", "4", "--device", "cpu", "--out", str(tmp_path / "out")])
+    info = sf.info(str(written[0]))
+    assert info.frames == 6000 and info.channels == 2

@@ -58,6 +58,15 @@ def to_channels(audio: Tensor, channels: int) -> Tensor:
     return audio.repeat(math.ceil(channels / have), 1)[:channels]
 
 
+def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
+    """A whole recording as float32 [channels, samples] at `sample_rate`."""
+    data, rate = read_audio(path)
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    if rate != sample_rate:
+        audio = torchaudio.functional.resample(audio, rate, sample_rate)
+    return to_channels(audio, channels)
+
+
 def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0) -> Tensor:
     """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= 1; silence is left as is."""
     rms = float(audio.pow(2).mean().sqrt())
