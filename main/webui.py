@@ -1,0 +1,96 @@
+"""A web UI for generating bird sounds with trained models (Gradio).
+
+    python -m main.webui --model path/to/save_pretrained_folder --manifest data/xc/manifest.csv
+    python -m main.webui --diffae exports/diffae.safetensors --diffgen exports/diffgen.safetensors
+
+Opens on http://127.0.0.1:7860: prompt, species picker (from the training labels), CFG scale, steps, seed and
+duration; plays the generated clip and shows its spectrogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from main.audio import save_audio, save_spectrogram_png  # noqa: E402
+from main.diffusion import SAMPLERS  # noqa: E402
+from main.models import CombinedSampler, get_default_combined_sampler  # noqa: E402
+from main.sample import resolve_device, slug  # noqa: E402
+
+
+def species_from_manifest(manifest: Optional[str]) -> list[str]:
+    """Sorted scientific names of a manifest (empty without one)."""
+    if not manifest:
+        return []
+    from main.data.manifest import read_manifest
+
+    return sorted({str(row["sci_name"]) for row in read_manifest(manifest)})
+
+
+def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Optional[str] = None) -> gr.Blocks:
+    """The Gradio app around a CombinedSampler."""
+    out = Path(out_dir or tempfile.mkdtemp(prefix="bird-webui-"))
+
+    def generate(prompt: str, cfg: float, steps: int, seed: int, seconds: float, sampler: str) -> tuple[str, str]:
+        if not prompt.strip():
+            raise gr.Error("Enter a prompt or pick a species.")
+        audio = model.sample([prompt], sampling_steps=int(steps), decoding_steps=int(steps), embedding_scale=cfg,
+                             latent_length=model.latent_frames(seconds), sampler=sampler, seed=int(seed))
+        clip = audio[0, :, : round(seconds * model.sample_rate)]
+        name = f"{slug(prompt)}_{int(seed)}_{int(steps)}_{cfg:g}"
+        wav = save_audio(out / f"{name}.wav", clip, model.sample_rate)
+        png = save_spectrogram_png(out / f"{name}.png", clip, model.sample_rate, prompt)
+        return str(wav), str(png)
+
+    with gr.Blocks(title="Bird-sound diffusion") as app:
+        gr.Markdown("## Bird-sound text-to-audio diffusion")
+        with gr.Row():
+            with gr.Column():
+                species_box = gr.Dropdown(choices=list(species), label="Species", elem_id="species")
+                prompt = gr.Textbox(label="Prompt", placeholder="Turdus merula; morning; song", elem_id="prompt")
+                cfg = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="CFG scale")
+                steps = gr.Slider(2, 200, value=25, step=1, label="Steps", elem_id="steps")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+                seconds = gr.Slider(0.5, 60.0, value=5.0, step=0.5, label="Duration (s)", elem_id="seconds")
+                sampler = gr.Radio(list(SAMPLERS), value="dpmpp-2m", label="Sampler")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                audio = gr.Audio(label="Generated audio", type="filepath", elem_id="audio")
+                image = gr.Image(label="Spectrogram", type="filepath", elem_id="spectrogram")
+        species_box.change(lambda name: name or "", species_box, prompt)
+        button.click(generate, [prompt, cfg, steps, seed, seconds, sampler], [audio, image])
+    return app
+
+
+def main(argv: Optional[list[str]] = None) -> Any:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="folder written by CombinedSampler.save_pretrained, or a hub repository")
+    parser.add_argument("--diffae", help="exported DiffAE (.safetensors) or checkpoint")
+    parser.add_argument("--diffgen", help="exported DiffGen (.safetensors) or checkpoint")
+    parser.add_argument("--manifest", help="training manifest: fills the species picker")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    if args.model:
+        model = CombinedSampler.from_pretrained(args.model, device=device)
+    elif args.diffae and args.diffgen:
+        model = get_default_combined_sampler(args.diffae, args.diffgen, device=device)
+    else:
+        parser.error("give --model, or both --diffae and --diffgen")
+    app = build_app(model, species_from_manifest(args.manifest))
+    app.launch(server_name=args.host, server_port=args.port)
+    return app
+
+
+if __name__ == "__main__":
+    main()
