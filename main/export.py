@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from main.checkpointing import non_finite_tensors
-from main.models import build_diffae, build_diffgen, load_model_file, load_model_state, model_state_dict
+from main.models import load_model, model_state_dict
 
 
 def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) -> tuple[Path, Path]:
@@ -27,8 +27,9 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) ->
     kind = raw.get("hyper_parameters", {}).get("kind")
     if kind not in ("diffae", "diffgen"):
         raise ValueError(f"{checkpoint} is not a DMAE/DiffGen training checkpoint (hyper_parameters.kind={kind!r})")
-    state, config = load_model_file(checkpoint, kind)
-    bad = non_finite_tensors(state)
+    model, config = load_model(checkpoint, kind)
+    tensors = model_state_dict(model)
+    bad = non_finite_tensors(tensors)
     if bad:
         raise ValueError(f"{checkpoint} has non-finite EMA weights: {bad[:5]}")
     config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)))
@@ -37,9 +38,6 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) ->
         output = output.with_suffix("")
     output.parent.mkdir(parents=True, exist_ok=True)
     weights, sidecar = output.with_suffix(".safetensors"), output.with_suffix(".json")
-    model = (build_diffae if kind == "diffae" else build_diffgen)(**config.get("model", {}))
-    load_model_state(model, state)
-    tensors = model_state_dict(model)
     save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
     sidecar.write_text(json.dumps(config, indent=2) + "\n")
     return weights, sidecar

@@ -205,24 +205,26 @@ def export_config(hparams: Mapping[str, Any]) -> dict[str, Any]:
     return {k: hparams[k] for k in keys if k in hparams}
 
 
+BUILDERS = {"diffae": build_diffae, "diffgen": build_diffgen}
+
+
+def load_model(path: Union[str, Path], kind: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a `kind` ('diffae' or 'diffgen') model with the hyper-parameters saved in `path` and load its
+    weights (the EMA weights of a checkpoint); returns the model and its saved config."""
+    state, config = load_model_file(path, kind)
+    model = BUILDERS[kind](**config.get("model", {}))
+    load_model_state(model, state)
+    return model, config
+
+
 def get_default_diffae(state_dict_file: Optional[Union[str, Path]] = None) -> DiffusionAE:
     """The seed DiffAE (185.1M params), or the model saved in `state_dict_file` with its own hyper-parameters."""
-    if state_dict_file is None:
-        return build_diffae()
-    state, config = load_model_file(state_dict_file, "diffae")
-    model = build_diffae(**config.get("model", {}))
-    load_model_state(model, state)
-    return model
+    return build_diffae() if state_dict_file is None else load_model(state_dict_file, "diffae")[0]
 
 
 def get_default_diffgen(state_dict_file: Optional[Union[str, Path]] = None) -> DiffusionModel:
     """The seed DiffGen (562.6M params), or the model saved in `state_dict_file` with its own hyper-parameters."""
-    if state_dict_file is None:
-        return build_diffgen()
-    state, config = load_model_file(state_dict_file, "diffgen")
-    model = build_diffgen(**config.get("model", {}))
-    load_model_state(model, state)
-    return model
+    return build_diffgen() if state_dict_file is None else load_model(state_dict_file, "diffgen")[0]
 
 
 def get_pretrained_diffae_from_huggingface(
@@ -479,10 +481,11 @@ def get_default_combined_sampler(
 ) -> CombinedSampler:
     """A CombinedSampler from the seed models or exported/checkpointed weights (text encoder read from the export)."""
     diffae = get_default_diffae(diffae_state_dict_file)
-    diffgen = get_default_diffgen(diffgen_state_dict_file)
     config: dict[str, Any] = {}
-    if diffgen_state_dict_file is not None:
-        _, config = load_model_file(diffgen_state_dict_file, "diffgen")
+    if diffgen_state_dict_file is None:
+        diffgen = get_default_diffgen()
+    else:
+        diffgen, config = load_model(diffgen_state_dict_file, "diffgen")
     name = text_encoder_name or config.get("text_encoder", "t5-base")
     max_length = int(config.get("text_encoder_max_length", DIFFGEN_CONFIG["embedding_max_length"]))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from main.data.audio import AudioReadError
 from main.data.datamodule import load_recording
 from main.data.manifest import read_manifest
-from main.models import build_diffae, load_model_file, load_model_state
+from main.models import load_model
 from main.text import FrozenTextEncoder
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -69,9 +69,7 @@ def preencode(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state, diffae_config = load_model_file(diffae, "diffae")
-    model = build_diffae(**diffae_config.get("model", {}))
-    load_model_state(model, state)
+    model, diffae_config = load_model(diffae, "diffae")
     encoder = model.encoder.to(device).eval()
     factor = int(model.latent_factor)
     window = max(factor, window // factor * factor)
