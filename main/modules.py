@@ -7,6 +7,8 @@ are not finite, refusing to checkpoint non-finite weights, and saving RNG state 
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -32,6 +34,19 @@ from main.models import (
     unconditional_inputs,
 )
 from main.text import FrozenTextEncoder
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, warmup: int, total: float, schedule: str, min_ratio: float) -> float:
+    """Learning-rate multiplier at optimizer step `step`: linear warm-up, then constant or cosine decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def plain(value: Any) -> Any:
@@ -60,12 +75,18 @@ class EMADiffusionModule(pl.LightningModule):
         validation_seed: int = 0,
         preview_steps: int = 50,
         preview_sampler: str = "ddim",
+        lr_warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        lr_min_ratio: float = 0.1,
     ):
         super().__init__()
         training = dict(lr=lr, betas=list(betas), eps=eps, weight_decay=weight_decay, ema_beta=ema_beta,
                         ema_power=ema_power, ema_update_every=ema_update_every,
                         ema_update_after_step=ema_update_after_step, validation_seed=validation_seed,
-                        preview_steps=preview_steps, preview_sampler=preview_sampler)
+                        preview_steps=preview_steps, preview_sampler=preview_sampler,
+                        lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters({k: plain(v) for k, v in {**hparams, **training}.items()})
         self.skipped_nonfinite_steps = 0
         self.skipped_data_items = 0
@@ -99,11 +120,22 @@ class EMADiffusionModule(pl.LightningModule):
         """The diffusion loss of `model` on `batch` (CFG masking only when `training`)."""
         raise NotImplementedError
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW over the trainable parameters of the online model only (not the EMA copy, not frozen parts)."""
+    def configure_optimizers(self) -> Any:
+        """AdamW over the trainable parameters of the online model only (not the EMA copy, not frozen parts),
+        with optional linear warm-up and cosine decay to `lr_min_ratio * lr` at the trainer's last step."""
         hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
+                                      weight_decay=hp.weight_decay)
+        if hp.lr_warmup_steps <= 0 and hp.lr_schedule == "constant":
+            return optimizer
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        if hp.lr_schedule == "cosine" and not math.isfinite(total):
+            raise ValueError("model.lr_schedule=cosine needs a finite trainer.max_steps (or max_epochs)")
+        factor = functools.partial(lr_factor, warmup=hp.lr_warmup_steps, total=total, schedule=hp.lr_schedule,
+                                   min_ratio=hp.lr_min_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _count_skipped_items(self, batch: Mapping[str, Any]) -> int:
         skipped = batch.get("skipped")

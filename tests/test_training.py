@@ -185,3 +185,16 @@ def test_resume_with_shuffling_datamodule_equals_uninterrupted_run(tmp_path, tin
     for a, b in [(straight.model, resumed.model), (straight.ema_model, resumed.ema_model)]:
         for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_warmup_and_cosine_schedule(tmp_path, tiny_diffae_config):
+    from main.modules import lr_factor
+
+    assert lr_factor(0, 4, 20, "cosine", 0.1) == 0.25 and lr_factor(3, 4, 20, "cosine", 0.1) == 1.0
+    assert lr_factor(20, 4, 20, "cosine", 0.1) == pytest.approx(0.1)
+    module = make_dmae(tiny_diffae_config, lr_warmup_steps=2, lr_schedule="cosine")
+    trainer = make_trainer(tmp_path, 6)
+    trainer.fit(module, DataLoader(ToneDataset(), batch_size=4, collate_fn=collate))
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.1)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_dmae(tiny_diffae_config, lr_schedule="linear")
