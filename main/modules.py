@@ -147,19 +147,23 @@ class EMADiffusionModule(pl.LightningModule):
         """One diffusion loss on a batch; an empty batch (every file failed to load) is skipped."""
         batch_size = self._count_skipped_items(batch)
         self.log("data/skipped_items", float(self.skipped_data_items), on_step=True, reduce_fx="max")
+        self._step_was_skipped = batch_size == 0
         if batch_size == 0:
-            return None
+            if self.trainer.world_size == 1:
+                return None
+            # Under DDP every rank must run backward (gradients are all-reduced): contribute zeros.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         loss = self.diffusion_loss(self.model, batch, training=True)
-        if torch.isfinite(loss):
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                     sync_dist=True)
+        # Logged even when non-finite (the step is then skipped): a conditional log would desynchronise DDP ranks.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the update when any gradient is NaN/inf: AdamW skips parameters whose grad is None."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()) if grads else True
-        self._step_was_skipped = not finite
+        self._step_was_skipped = self._step_was_skipped or not finite
         if not finite:
             self.skipped_nonfinite_steps += 1
             for p in self.model.parameters():

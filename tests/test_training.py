@@ -115,11 +115,23 @@ def test_checkpoint_with_nonfinite_weights_is_refused(tmp_path, tiny_diffae_conf
     assert (tmp_path / "last.ckpt").read_bytes() == good
 
 
-def test_empty_batch_is_skipped(tiny_diffae_config):
+def test_batch_whose_files_all_failed_is_skipped_and_counted(tiny_diffae_config):
+    def collate_failing_second_batch(items):
+        batch = collate(items)
+        if len(collate_calls) == 1:
+            batch = {"audio": batch["audio"][:0], "skipped": torch.tensor(len(items))}
+        collate_calls.append(1)
+        return batch
+
+    collate_calls: list[int] = []
     module = make_dmae(tiny_diffae_config)
-    empty = {"audio": torch.zeros(0, 2, 8192), "skipped": torch.tensor(4)}
-    assert module.training_step(empty, 0) is None
+    loader = DataLoader(ToneDataset(), batch_size=4, collate_fn=collate_failing_second_batch)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(module, loader)
     assert module.skipped_data_items == 4
+    assert int(module.ema.step) == 1  # only the real batch updated the EMA
+    assert module.skipped_nonfinite_steps == 0
 
 
 def test_diffgen_frozen_parts_and_optimizer(tmp_path, tiny_diffgen_config, tiny_diffae_config, text_encoder_path):
