@@ -27,17 +27,14 @@ from main.data.datamodule import (
     to_channels,
 )
 from main.data.manifest import prepare_manifest, read_manifest
-from main.data.synthetic import default_cache_dir, generate_synthetic_dataset
-
-SR = 16000
-CROP = 8192
-SMALL = dict(clips_per_species=4, duration_s=1.5, sample_rate=SR, num_species=8)
+from main.data.synthetic import default_cache_dir
+from tests.data_helpers import CROP, SR, small_synthetic_manifest
 
 
 @pytest.fixture(scope="module")
 def synthetic_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 species x 4 clips x 1.5 s at 16 kHz."""
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), **SMALL)
+    return small_synthetic_manifest(tmp_path_factory)
 
 
 def _noise(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:

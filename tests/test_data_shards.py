@@ -29,17 +29,13 @@ from main.data.shards import (
     worker_quotas,
     write_shards,
 )
-from main.data.synthetic import generate_synthetic_dataset
-
-SR = 16000
-CROP = 8192
-SMALL = dict(clips_per_species=4, duration_s=1.5, sample_rate=SR, num_species=8)
+from tests.data_helpers import CROP, SR, small_synthetic_manifest
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 species x 4 clips x 1.5 s stereo FLAC at 16 kHz."""
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), **SMALL)
+    return small_synthetic_manifest(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -33,29 +33,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import AudioReadError, read_audio
+from .cropping import CropReader, to_channels
 from .manifest import read_manifest
 from .synthetic import dataset_params, default_cache_dir, generate_synthetic_dataset, params_hash
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 Item = Optional[dict[str, Any]]
-_MARGIN_SOURCE_SAMPLES = 64  # read this much context either side of a crop before resampling
-# libsndfile's MP3 and Vorbis seeks need decoder pre-roll to be sample-exact (measured: 8 MP3 frames suffice).
-_PREROLL_SOURCE_SAMPLES = {"MP3": 9216, "OGG": 9216}
-
-
-def to_channels(audio: Tensor, channels: int) -> Tensor:
-    """[C, L] -> [channels, L]: mono is duplicated, extra channels are dropped (the first ones kept), 1 = downmix."""
-    have = audio.shape[0]
-    if have == channels:
-        return audio
-    if channels == 1:
-        return audio.mean(dim=0, keepdim=True)
-    if have == 1:
-        return audio.expand(channels, -1).clone()
-    if have > channels:
-        return audio[:channels]
-    return audio.repeat(math.ceil(channels / have), 1)[:channels]
 
 
 def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
@@ -77,16 +61,17 @@ def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0) -> Tensor:
     return audio * min(gain, 1.0 / peak)
 
 
-class AudioDataset(Dataset):
+class AudioDataset(CropReader, Dataset):
     """Fixed-length clips (and labels) from the rows of a manifest split; None for a file that fails to read.
 
     Only the stretch of the file under the crop is decoded (plus resampler context and codec pre-roll),
-    then resampled to `sample_rate` with a cached torchaudio resampler per source rate. Crops start on the
-    grid where source and target samples coincide (every sample for 48 -> 32 kHz, 10 ms for 44.1 kHz), so a
-    crop equals the same stretch of the fully resampled file. Channels: mono is duplicated; files with more
-    channels than `channels` keep the first ones (the recorder's stereo pair; a downmix would blur the
-    image); `channels=1` downmixes. Clips shorter than the crop are zero-padded at the end. Training crops
-    (`random_crop`) are seeded by (seed, epoch, index); evaluation crops start at 0.
+    then resampled to `sample_rate` with a cached torchaudio resampler per source rate (`CropReader`).
+    Crops start on the grid where source and target samples coincide (every sample for 48 -> 32 kHz,
+    10 ms for 44.1 kHz), so a crop equals the same stretch of the fully resampled file. Channels: mono is
+    duplicated; files with more channels than `channels` keep the first ones (the recorder's stereo pair;
+    a downmix would blur the image); `channels=1` downmixes. Clips shorter than the crop are zero-padded
+    at the end. Training crops (`random_crop`) are seeded by (seed, epoch, index); evaluation crops start
+    at 0.
     """
 
     def __init__(
@@ -102,12 +87,7 @@ class AudioDataset(Dataset):
         loudness_normalize: bool = False,
         target_dbfs: float = -20.0,
     ) -> None:
-        if crop_length <= 0:
-            raise ValueError(f"crop_length must be > 0, got {crop_length}")
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-        if channels <= 0:
-            raise ValueError(f"channels must be > 0, got {channels}")
+        self._init_crop(sample_rate, crop_length, channels)
         self.manifest = Path(manifest)
         self.split = split
         rows = read_manifest(self.manifest, split)
@@ -115,16 +95,12 @@ class AudioDataset(Dataset):
         self.paths: list[str] = [str(row["path"]) for row in rows]
         self.labels: list[str] = [str(row["label"]) for row in rows]
         self.sci_names: list[str] = [str(row["sci_name"]) for row in rows]
-        self.sample_rate = int(sample_rate)
-        self.crop_length = int(crop_length)
-        self.channels = int(channels)
         self.random_crop = random_crop
         self.with_text = with_text
         self.seed = int(seed)
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = float(target_dbfs)
         self.epoch = 0
-        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
@@ -163,69 +139,16 @@ class AudioDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         return int(rng.integers(0, total - self.crop_length + 1))
 
-    def _resampler(self, source_rate: int) -> torchaudio.transforms.Resample:
-        """A cached resampler from `source_rate` to the target rate."""
-        if source_rate not in self._resamplers:
-            self._resamplers[source_rate] = torchaudio.transforms.Resample(source_rate, self.sample_rate)
-        return self._resamplers[source_rate]
-
     def _load_crop(self, path: str, index: int, epoch: int) -> Tensor:
         """Read only the needed stretch of the file, resample it and return [channels, crop_length]."""
-        try:
-            handle = sf.SoundFile(path)
-        except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+
+        def whole_file(error: BaseException) -> tuple[np.ndarray, int]:
             if not os.path.isfile(path):
                 raise AudioReadError("file not found") from error
-            data, rate = read_audio(path)  # torchaudio fallback, whole file
-            return self._crop_array(data, rate, index, epoch)
-        with handle:
-            rate, total_source = int(handle.samplerate), int(handle.frames)
-            unit_src, unit_tgt = self._units(rate)
-            total = total_source * self.sample_rate // rate
-            start = self.crop_start(total, index, epoch) // unit_tgt * unit_tgt
-            src_start = start // unit_tgt * unit_src
-            context = 0 if rate == self.sample_rate else _MARGIN_SOURCE_SAMPLES
-            lead = max(context, _PREROLL_SOURCE_SAMPLES.get(str(handle.format), 0))
-            lead = math.ceil(lead / unit_src) * unit_src  # keep the read start on the common rate grid
-            read_start = max(src_start - lead, 0)
-            count = (src_start - read_start) + math.ceil(self.crop_length * rate / self.sample_rate) + context
-            if read_start:
-                handle.seek(read_start)
-            data = handle.read(count, dtype="float32", always_2d=True)
-            if data.shape[0] == 0 and read_start > 0:  # header over-estimated the length (some MP3s)
-                handle.seek(0)
-                data = handle.read(count, dtype="float32", always_2d=True)
-                src_start = read_start = 0
-        skip = (src_start - read_start) // unit_src * unit_tgt
-        return self._finish(data, rate, skip)
+            return read_audio(path)  # torchaudio fallback, whole file
 
-    def _crop_array(self, data: np.ndarray, rate: int, index: int, epoch: int) -> Tensor:
-        """Crop a fully decoded [frames, channels] array."""
-        unit_src, unit_tgt = self._units(rate)
-        total = data.shape[0] * self.sample_rate // rate
-        src_start = self.crop_start(total, index, epoch) // unit_tgt * unit_src
-        count = math.ceil(self.crop_length * rate / self.sample_rate)
-        return self._finish(data[src_start:src_start + count], rate, 0)
-
-    def _units(self, rate: int) -> tuple[int, int]:
-        """Source and target sample counts of the shortest stretch where both rates align on whole samples."""
-        g = math.gcd(rate, self.sample_rate)
-        return rate // g, self.sample_rate // g
-
-    def _finish(self, data: np.ndarray, rate: int, skip: int) -> Tensor:
-        """[frames, C] source samples -> finite [channels, crop_length] at the target rate (zero-padded)."""
-        if data.shape[0] == 0:
-            raise AudioReadError("no audio frames in the requested range")
-        audio = torch.from_numpy(np.ascontiguousarray(data.T))
-        if not bool(torch.isfinite(audio).all()):
-            raise AudioReadError("non-finite samples")
-        audio = to_channels(audio, self.channels)
-        if rate != self.sample_rate:
-            audio = self._resampler(rate)(audio)
-        audio = audio[:, skip:skip + self.crop_length]
-        if audio.shape[1] < self.crop_length:
-            audio = torch.nn.functional.pad(audio, (0, self.crop_length - audio.shape[1]))
-        return audio.contiguous()
+        return self._read_crop(path, lambda total: self.crop_start(total, index, epoch), whole_file,
+                               rewind_on_empty=True)
 
 
 def collate_audio(

@@ -14,11 +14,11 @@ Run the same command again to resume: verified files are skipped, failed ones ar
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cli import setup_logging, usage_error
 from .xenocanto import API_KEY_ENV, DEFAULT_BASE_URL, XenoCantoError, download_recordings
 
 
@@ -57,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (0: all files present, 1: some failed, 2: usage or API error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         report = download_recordings(
             args.out,
@@ -78,8 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             verify_audio=not args.no_verify_audio,
         )
     except (ValueError, XenoCantoError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     print(report.summary())
     return 1 if report.num_failed else 0
 

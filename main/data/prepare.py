@@ -11,11 +11,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cli import setup_logging, usage_error
 from .labels import LABEL_FIELDS, LABEL_STYLES
 from .manifest import prepare_manifest
 from .splits import DEFAULT_FRACTIONS
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (1 when no file passed validation)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.synthetic is not None:
         from .synthetic import generate_synthetic_dataset
 
@@ -83,8 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             progress=not args.quiet,
         )
     except (ValueError, ImportError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     print(report.summary())
     if args.list_rejected:
         for reason, files in report.rejected.items():

@@ -13,11 +13,11 @@ Train on them with ``datamodule.shards=data/xc-shards`` (BirdSoundDataModule(sha
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cli import setup_logging, usage_error
 from .shards import parse_size, write_shards
 
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (1 when some clips were skipped, 2 on a usage error)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         report = write_shards(
             args.manifest,
@@ -67,8 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             progress=not args.quiet,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     print(report.summary())
     return 1 if report.failed else 0
 

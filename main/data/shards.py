@@ -35,7 +35,6 @@ import csv
 import io
 import json
 import logging
-import math
 import multiprocessing
 import os
 import re
@@ -56,7 +55,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .audio import AUDIO_EXTENSIONS, AudioReadError, read_audio
-from .datamodule import _MARGIN_SOURCE_SAMPLES, _PREROLL_SOURCE_SAMPLES, normalize_loudness, to_channels
+from .cropping import CropReader, to_channels
+from .datamodule import normalize_loudness
 from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -434,13 +434,14 @@ def worker_quotas(
 # ----------------------------------------------------------------------------- reading
 
 
-class ShardedAudioDataset(IterableDataset):
+class ShardedAudioDataset(CropReader, IterableDataset):
     """Fixed-length clips (and labels) streamed from the tar shards of one split; None for a bad sample.
 
     Same items as `AudioDataset`: ``{"audio": [channels, crop_length], "text": label}`` (text with
     `with_text`; ``"key"`` too with `with_key`), resampled to `sample_rate`, channels converted (mono is
-    duplicated), zero-padded at the end, randomly cropped when `random_crop`. `shuffle` reorders the
-    shards every epoch; `shuffle_buffer` > 0 also mixes samples through a seeded in-memory buffer.
+    duplicated), zero-padded at the end, randomly cropped when `random_crop` (decoded by `CropReader`,
+    as `AudioDataset`). `shuffle` reorders the shards every epoch; `shuffle_buffer` > 0 also mixes
+    samples through a seeded in-memory buffer.
     `rank` / `world_size` default to torch.distributed (then $RANK / $WORLD_SIZE, then 0 / 1).
     """
 
@@ -463,12 +464,7 @@ class ShardedAudioDataset(IterableDataset):
         world_size: Optional[int] = None,
         with_key: bool = False,
     ) -> None:
-        if crop_length <= 0:
-            raise ValueError(f"crop_length must be > 0, got {crop_length}")
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-        if channels <= 0:
-            raise ValueError(f"channels must be > 0, got {channels}")
+        self._init_crop(sample_rate, crop_length, channels)
         if shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         if uneven not in UNEVEN_MODES:
@@ -487,9 +483,6 @@ class ShardedAudioDataset(IterableDataset):
         entries = self.index["splits"][split]["shards"]
         self.shard_paths: list[str] = [str(self.root / e["path"]) for e in entries]
         self.shard_counts: list[int] = [int(e["clips"]) for e in entries]
-        self.sample_rate = int(sample_rate)
-        self.crop_length = int(crop_length)
-        self.channels = int(channels)
         self.random_crop = random_crop
         self.with_text = with_text
         self.with_key = with_key
@@ -505,7 +498,6 @@ class ShardedAudioDataset(IterableDataset):
         self._next_epoch = 0
         self._pass_started = False
         self._frozen_rank: Optional[tuple[int, int]] = None
-        self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
 
     @property
     def num_clips(self) -> int:
@@ -647,54 +639,10 @@ class ShardedAudioDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, repeat, zlib.crc32(key.encode("utf-8"))])
         return int(rng.integers(0, total - self.crop_length + 1))
 
-    def _units(self, rate: int) -> tuple[int, int]:
-        """Source and target sample counts of the shortest stretch where both rates align on whole samples."""
-        g = math.gcd(rate, self.sample_rate)
-        return rate // g, self.sample_rate // g
-
     def _load_crop(self, payload: bytes, ext: str, key: str, epoch: int, repeat: int) -> Tensor:
         """Decode only the crop's stretch (plus resampler context / codec pre-roll) -> [channels, crop_length]."""
-        try:
-            handle = sf.SoundFile(io.BytesIO(payload))
-        except (sf.LibsndfileError, RuntimeError, TypeError):
-            data, rate = _decode_with_fallback(payload, ext)
-            unit_src, unit_tgt = self._units(rate)
-            total = data.shape[0] * self.sample_rate // rate
-            src_start = self.crop_start(total, key, epoch, repeat) // unit_tgt * unit_src
-            count = math.ceil(self.crop_length * rate / self.sample_rate)
-            return self._finish(data[src_start:src_start + count], rate, 0)
-        with handle:
-            rate, total_source = int(handle.samplerate), int(handle.frames)
-            unit_src, unit_tgt = self._units(rate)
-            total = total_source * self.sample_rate // rate
-            start = self.crop_start(total, key, epoch, repeat) // unit_tgt * unit_tgt
-            src_start = start // unit_tgt * unit_src
-            context = 0 if rate == self.sample_rate else _MARGIN_SOURCE_SAMPLES
-            lead = max(context, _PREROLL_SOURCE_SAMPLES.get(str(handle.format), 0))
-            lead = math.ceil(lead / unit_src) * unit_src
-            read_start = max(src_start - lead, 0)
-            count = (src_start - read_start) + math.ceil(self.crop_length * rate / self.sample_rate) + context
-            if read_start:
-                handle.seek(read_start)
-            data = handle.read(count, dtype="float32", always_2d=True)
-        return self._finish(data, rate, (src_start - read_start) // unit_src * unit_tgt)
-
-    def _finish(self, data: np.ndarray, rate: int, skip: int) -> Tensor:
-        """[frames, C] source samples -> finite [channels, crop_length] at the target rate (zero-padded)."""
-        if data.shape[0] == 0:
-            raise AudioReadError("no audio frames in the requested range")
-        audio = torch.from_numpy(np.ascontiguousarray(data.T))
-        if not bool(torch.isfinite(audio).all()):
-            raise AudioReadError("non-finite samples")
-        audio = to_channels(audio, self.channels)
-        if rate != self.sample_rate:
-            if rate not in self._resamplers:
-                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
-            audio = self._resamplers[rate](audio)
-        audio = audio[:, skip:skip + self.crop_length]
-        if audio.shape[1] < self.crop_length:
-            audio = torch.nn.functional.pad(audio, (0, self.crop_length - audio.shape[1]))
-        return audio.contiguous()
+        return self._read_crop(io.BytesIO(payload), lambda total: self.crop_start(total, key, epoch, repeat),
+                               lambda error: _decode_with_fallback(payload, ext))
 
 
 def _decode_with_fallback(payload: bytes, ext: str) -> tuple[np.ndarray, int]:
