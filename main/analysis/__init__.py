@@ -1,0 +1,49 @@
+"""Evaluation of generated bird sounds: generation from manifest labels, DiffAE reconstructions, BirdNET
+species metrics, kNN on BirdNET embeddings, Fréchet distances, CFG sweeps and a Markdown report.
+
+    python -m main.analysis {generate,reconstruct,evaluate,sweep,report} --help
+
+Modules load lazily (torch, the models and BirdNET are imported only when used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ClipSet": "clips",
+    "clips_from_folder": "clips",
+    "clips_from_manifest": "clips",
+    "BirdNet": "birdnet",
+    "BirdNetScores": "birdnet",
+    "BirdNetUnavailable": "birdnet",
+    "birdnet_available": "birdnet",
+    "species_metrics": "metrics",
+    "macro_average_precision": "metrics",
+    "knn_classify": "knn",
+    "KnnResult": "knn",
+    "frechet_distance": "fad",
+    "fad_from_embeddings": "fad",
+    "logmel_fad": "fad",
+    "LogMelEmbedder": "fad",
+    "generate_clips": "generate",
+    "generate_from_manifest": "generate",
+    "reconstruct_clips": "generate",
+    "reconstruct_from_manifest": "generate",
+    "load_sampler": "generate",
+    "sample_seeded": "generate",
+    "evaluate_sets": "evaluate",
+    "run_sweep": "sweep",
+    "write_report": "report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,332 @@
+"""Generated clips (text -> audio with exported models) and DiffAE reconstructions of real clips, for evaluation.
+
+Both write WAVs plus `clips.csv` (file, label, sci_name, seed, source) and a JSON of their settings into one
+folder, and are resumable: clips already there are skipped. Every clip draws its noise from its own generator
+seeded with `seed + clip index`, so a clip's audio does not depend on the batch it ran in, and a resumed run
+gives the same audio as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from main.analysis.clips import load_audio, slug, write_clips_csv
+
+PathLike = Union[str, os.PathLike]
+GENERATION_FILE = "generation.json"
+RECONSTRUCTION_FILE = "reconstruction.json"
+# Settings that do not change the audio: a resumed run may use other values.
+VOLATILE_SETTINGS = ("batch_size", "device")
+
+
+@dataclass
+class RunReport:
+    """What a generate/reconstruct run did."""
+
+    folder: Path
+    written: int
+    skipped: int
+    total: int
+
+
+def resolve_device(device: Optional[str]) -> str:
+    """'auto'/None -> cuda when available, else cpu."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def model_identity(path: PathLike) -> dict[str, Any]:
+    """Path, size and SHA-256 of a model file (recorded with the clips it made)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str] = None,
+                 device: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
+    """A CombinedSampler from exported (or checkpointed) model files, and a description of those files."""
+    from main.models import get_default_combined_sampler
+
+    info = {"diffae": model_identity(diffae), "diffgen": model_identity(diffgen)}
+    model = get_default_combined_sampler(diffae, diffgen, text_encoder, resolve_device(device))
+    info["text_encoder"] = model.text_encoder.name_or_path
+    info["text_encoder_max_length"] = model.text_encoder.max_length
+    info["sample_rate"] = model.sample_rate
+    return model, info
+
+
+def _clip_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """One noise tensor per generator, stacked [len(generators), *shape]."""
+    return torch.stack([torch.randn(shape, device=device, generator=g) for g in generators])
+
+
+@torch.no_grad()
+def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torch.Generator], num_steps: int,
+                          sampler: str = "ddim") -> Tensor:
+    """`main.models.decode_latent` with each clip's decoding noise drawn from its own generator."""
+    from main.diffusion import sample as run_sampler
+
+    length = latent.shape[2] * diffae.latent_factor
+    noise = _noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
+    channels = [None] * diffae.inject_depth + [latent]
+    return run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler)
+
+
+@torch.no_grad()
+def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
+                  decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
+    """A batch of `CombinedSampler.sample` in which clip i draws all its noise from a generator seeded
+    `seeds[i]`: each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
+    from main.diffusion import sample as run_sampler
+    from main.models import guided_velocity_fn
+
+    if len(texts) != len(seeds):
+        raise ValueError(f"{len(texts)} texts but {len(seeds)} seeds")
+    generators = _clip_generators(seeds, model.device)
+    embedding, mask = model.text_encoder(list(texts))
+    noise = _noise(generators, (model.latent_channels, latent_length), model.device)
+    velocity = guided_velocity_fn(model.diffgen, embedding, mask, embedding_scale)
+    latent = run_sampler(velocity, noise, sampling_steps, sampler)
+    return decode_latents_seeded(model.diffae, latent, generators, decoding_steps, sampler)
+
+
+def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
+    """Write a WAV atomically (a killed run leaves no truncated clip behind)."""
+    from main.audio import save_audio
+
+    tmp = path.with_name(f".{path.stem}.tmp.wav")
+    save_audio(tmp, audio, sample_rate)
+    os.replace(tmp, path)
+
+
+def _is_complete(path: Path) -> bool:
+    """Whether a clip file exists and its header reads."""
+    if not path.is_file():
+        return False
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).frames > 0
+    except (sf.LibsndfileError, RuntimeError):
+        return False
+
+
+def _check_settings(folder: Path, name: str, settings: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse to resume into a folder whose clips were made with other settings."""
+    path = folder / name
+    if not path.is_file() or overwrite:
+        return
+    old = json.loads(path.read_text())
+    keys = (set(old) | set(settings)) - set(VOLATILE_SETTINGS)
+    differing = sorted(k for k in keys if old.get(k) != settings.get(k))
+    if differing:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in differing[:6])
+        raise ValueError(f"{folder} holds clips made with other settings ({details}); use another folder, or "
+                         "overwrite=True / --overwrite to replace them")
+
+
+def _plan_rows(rows: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """clips.csv rows: one clip per selected manifest row, seeded `seed + index`."""
+    return [{"file": f"{i:05d}_{slug(str(r['sci_name']))}.wav", "label": str(r["label"]),
+             "sci_name": str(r["sci_name"]), "seed": seed + i, "source": str(r.get("file", ""))}
+            for i, r in enumerate(rows)]
+
+
+def _plan_digest(plan: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of the clip plan (prompts, species, seeds, sources): a changed selection is not resumed into."""
+    return hashlib.sha256(json.dumps(list(plan), sort_keys=True).encode()).hexdigest()
+
+
+def generate_clips(
+    out_dir: PathLike,
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    steps: int = 100,
+    decoding_steps: Optional[int] = None,
+    sampler: str = "ddim",
+    cfg_scale: float = 5.0,
+    seconds: float = 5.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    settings: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> RunReport:
+    """Generate one clip per row (prompted with its `label`) into `out_dir` with a CombinedSampler; resumable.
+
+    `settings` (e.g. the model files from `load_sampler` and how the rows were chosen) is saved in
+    `generation.json` together with the sampling settings.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    latent_length = model.latent_frames(seconds)
+    samples = round(seconds * model.sample_rate)
+    full = {**dict(settings or {}), "kind": "generate", "steps": steps, "decoding_steps": decoding_steps or steps,
+            "sampler": sampler, "cfg_scale": float(cfg_scale), "seed": seed, "seconds": float(seconds),
+            "latent_length": latent_length, "sample_rate": model.sample_rate, "num_clips": len(rows),
+            "batch_size": batch_size, "device": str(model.device)}
+    plan = _plan_rows(rows, seed)
+    full["plan_sha256"] = _plan_digest(plan)
+    _check_settings(folder, GENERATION_FILE, full, overwrite)
+    (folder / GENERATION_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    write_clips_csv(folder, plan)
+    todo = [i for i, row in enumerate(plan) if overwrite or not _is_complete(folder / row["file"])]
+    with tqdm(total=len(todo), desc=f"generating ({folder.name})", unit="clip", disable=not show_progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = [plan[i] for i in todo[start:start + batch_size]]
+            audio = sample_seeded(model, [r["label"] for r in batch], [r["seed"] for r in batch], steps,
+                                  decoding_steps or steps, cfg_scale, latent_length, sampler)
+            for row, clip in zip(batch, audio[..., :samples]):
+                _write_wav(folder / row["file"], clip, model.sample_rate)
+            bar.update(len(batch))
+    return RunReport(folder, len(todo), len(plan) - len(todo), len(plan))
+
+
+def generate_from_manifest(
+    out_dir: PathLike, diffae: PathLike, diffgen: PathLike, manifest: PathLike, split: str = "test",
+    num: Optional[int] = None, per_species: Optional[int] = None, text_encoder: Optional[str] = None,
+    device: Optional[str] = None, **kwargs: Any,
+) -> RunReport:
+    """Load the models and generate clips from the labels of a manifest split (see `generate_clips`)."""
+    from main.analysis.clips import select_rows
+    from main.data.manifest import read_manifest
+
+    rows = read_manifest(manifest, split)
+    if not rows:
+        raise ValueError(f"manifest {manifest} has no rows in split {split!r}")
+    selection_seed = int(kwargs.get("seed", 0))
+    chosen = select_rows(rows, num, per_species, selection_seed)
+    model, info = load_sampler(diffae, diffgen, text_encoder, device)
+    settings = {"models": info, "manifest": str(Path(manifest).resolve()), "split": split, "num": num,
+                "per_species": per_species}
+    return generate_clips(out_dir, model, chosen, settings=settings, **kwargs)
+
+
+def _to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """[samples, C] -> [channels, samples]: duplicate mono, keep the first channels, or downmix to 1."""
+    have = audio.shape[1]
+    if have == channels:
+        out = audio
+    elif channels == 1:
+        out = audio.mean(axis=1, keepdims=True)
+    elif have == 1:
+        out = np.repeat(audio, channels, axis=1)
+    elif have > channels:
+        out = audio[:, :channels]
+    else:
+        out = np.tile(audio, (1, math.ceil(channels / have)))[:, :channels]
+    return np.ascontiguousarray(out.T)
+
+
+def diffae_length_multiple(diffae: Any) -> int:
+    """The audio length a DiffAE can encode and decode must be a multiple of this."""
+    from main.models import DIFFAE_CONFIG, unet_length_multiple
+
+    config = getattr(diffae, "config", DIFFAE_CONFIG)
+    return math.lcm(int(diffae.latent_factor), unet_length_multiple(config["factors"], config["lt_stride"]))
+
+
+def reconstruct_clips(
+    out_dir: PathLike,
+    diffae_file: PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    steps: int = 100,
+    sampler: str = "ddim",
+    seconds: Optional[float] = 10.0,
+    seed: int = 0,
+    batch_size: int = 4,
+    device: Optional[str] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> RunReport:
+    """Encode and decode real recordings (manifest rows with `path`) with an exported DiffAE; resumable.
+
+    Each recording is cut to its first `seconds` (None: whole), zero-padded to a length the DiffAE takes, and
+    the reconstruction trimmed back. The decoding noise of clip i comes from a generator seeded `seed + i`.
+    """
+    from main.models import load_model
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    diffae, config = load_model(diffae_file, "diffae")
+    sample_rate = int(config.get("sample_rate", 32000))
+    device_name = resolve_device(device)
+    diffae = diffae.eval().requires_grad_(False).to(device_name)
+    full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file), "steps": steps,
+            "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate, "num_clips": len(rows),
+            "batch_size": batch_size, "device": device_name}
+    plan = _plan_rows(rows, seed)
+    full["plan_sha256"] = _plan_digest(plan)
+    _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)
+    (folder / RECONSTRUCTION_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    write_clips_csv(folder, plan)
+    multiple = diffae_length_multiple(diffae)
+    todo = [i for i, row in enumerate(plan) if overwrite or not _is_complete(folder / row["file"])]
+    with tqdm(total=len(todo), desc=f"reconstructing ({folder.name})", unit="clip",
+              disable=not show_progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            indices = todo[start:start + batch_size]
+            clips = []
+            for i in indices:
+                audio, _ = load_audio(rows[i]["path"], sample_rate, mono=False)
+                if seconds is not None:
+                    audio = audio[: round(seconds * sample_rate)]
+                clips.append(_to_channels(audio, diffae.in_channels))
+            # Clips run together only with clips of the same padded length: no clip's audio depends on its batch.
+            groups: dict[int, list[int]] = {}
+            for j, clip in enumerate(clips):
+                groups.setdefault(math.ceil(clip.shape[1] / multiple) * multiple, []).append(j)
+            for length, members in groups.items():
+                batch = torch.zeros(len(members), diffae.in_channels, length)
+                for b, j in enumerate(members):
+                    batch[b, :, : clips[j].shape[1]] = torch.from_numpy(clips[j])
+                with torch.no_grad():
+                    latent = diffae.encode(batch.to(device_name))
+                    out = decode_latents_seeded(diffae, latent, _clip_generators(
+                        [plan[indices[j]]["seed"] for j in members], latent.device), steps, sampler)
+                for b, j in enumerate(members):
+                    _write_wav(folder / plan[indices[j]]["file"], out[b, :, : clips[j].shape[1]], sample_rate)
+            bar.update(len(indices))
+    return RunReport(folder, len(todo), len(plan) - len(todo), len(plan))
+
+
+def reconstruct_from_manifest(
+    out_dir: PathLike, diffae: PathLike, manifest: PathLike, split: str = "test", num: Optional[int] = None,
+    per_species: Optional[int] = None, **kwargs: Any,
+) -> RunReport:
+    """Reconstruct (a deterministic selection of) the recordings of a manifest split (see `reconstruct_clips`)."""
+    from main.analysis.clips import select_rows
+    from main.data.manifest import read_manifest
+
+    rows = read_manifest(manifest, split)
+    if not rows:
+        raise ValueError(f"manifest {manifest} has no rows in split {split!r}")
+    chosen = select_rows(rows, num, per_species, int(kwargs.get("seed", 0)))
+    settings = {"manifest": str(Path(manifest).resolve()), "split": split, "num": num, "per_species": per_species}
+    return reconstruct_clips(out_dir, diffae, chosen, settings=settings, **kwargs)
