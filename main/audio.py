@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional, Union
 
@@ -9,6 +10,11 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch import Tensor
+
+
+def slug(text: str, limit: int = 60, fallback: str = "clip") -> str:
+    """A file-name-safe version of a text (prompt, label)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or fallback
 
 
 def save_audio(path: Union[str, Path], audio: Tensor, sample_rate: int) -> Path:

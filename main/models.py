@@ -56,6 +56,13 @@ DIFFGEN_CONFIG: dict[str, Any] = dict(
 )
 
 
+def resolve_device(device: Optional[Union[str, torch.device]] = None) -> str:
+    """'auto'/None -> 'cuda' when a GPU is available, else 'cpu'; anything else is used as given."""
+    if device is None or str(device) == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
 def _merged(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(overrides) - set(defaults)
     if unknown:
@@ -488,6 +495,6 @@ def get_default_combined_sampler(
         diffgen, config = load_model(diffgen_state_dict_file, "diffgen")
     name = text_encoder_name or config.get("text_encoder", "t5-base")
     max_length = int(config.get("text_encoder_max_length", DIFFGEN_CONFIG["embedding_max_length"]))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     sample_rate = int(config.get("sample_rate", 32000))
     return CombinedSampler(diffae, diffgen, name, max_length, device, sample_rate)

@@ -35,7 +35,6 @@ from main.models import (
 )
 from main.text import FrozenTextEncoder
 
-
 LR_SCHEDULES = ("constant", "cosine")
 
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from main.data.audio import AudioReadError
 from main.data.datamodule import load_recording
 from main.data.manifest import read_manifest
-from main.models import load_model
+from main.models import load_model, resolve_device
 from main.text import FrozenTextEncoder
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -66,7 +66,7 @@ def preencode(
     """Write latents and text embeddings of the manifest's `splits` to `out_dir`; returns the meta data."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, diffae_config = load_model(diffae, "diffae")

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Optional
 
-import torch
 from tqdm.auto import tqdm
 
-from main.audio import save_audio, save_spectrogram_png
-from main.diffusion import SAMPLERS
-from main.models import CombinedSampler, get_default_combined_sampler
+from main.audio import save_audio, save_spectrogram_png, slug
 from main.data.datamodule import load_recording
-
-
-def slug(text: str, limit: int = 60) -> str:
-    """A file-name-safe version of a prompt."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "prompt"
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> cuda when available, else cpu."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+from main.diffusion import SAMPLERS
+from main.models import CombinedSampler, get_default_combined_sampler, resolve_device
 
 
 def main(argv: Optional[list[str]] = None) -> list[Path]:

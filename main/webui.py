@@ -19,10 +19,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from main.audio import save_audio, save_spectrogram_png  # noqa: E402
+from main.audio import save_audio, save_spectrogram_png, slug  # noqa: E402
 from main.diffusion import SAMPLERS  # noqa: E402
-from main.models import CombinedSampler, get_default_combined_sampler  # noqa: E402
-from main.sample import resolve_device, slug  # noqa: E402
+from main.models import CombinedSampler, get_default_combined_sampler, resolve_device  # noqa: E402
 
 
 def species_from_manifest(manifest: Optional[str]) -> list[str]:

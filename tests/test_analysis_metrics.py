@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from main.analysis.fad import (LogMelEmbedder, RunningStats, frechet_distance, gaussian_stats, logmel_fad)
+from main.analysis.fad import LogMelEmbedder, RunningStats, frechet_distance, gaussian_stats, logmel_fad
 from main.analysis.knn import knn_classify
 from main.analysis.metrics import coverage, macro_average_precision, species_metrics
 

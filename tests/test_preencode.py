@@ -7,12 +7,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from main.data.datamodule import BirdSoundDataModule
+from main.data.datamodule import BirdSoundDataModule, load_recording
 from main.data.latents import LatentDataModule, LatentDataset, PreencodedStore, collate_latents
 from main.data.synthetic import generate_synthetic_dataset
 from main.models import build_diffae
 from main.modules import DiffGen
-from main.data.datamodule import load_recording
 from main.preencode import preencode
 from main.text import FrozenTextEncoder
 from tests.conftest import save_export

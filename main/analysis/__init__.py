@@ -8,8 +8,7 @@ Modules load lazily (torch, the models and BirdNET are imported only when used).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from main.lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "ClipSet": "clips",
@@ -40,10 +39,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public names on first use."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

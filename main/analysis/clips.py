@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import os
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from main.audio import slug as audio_slug
 
 PathLike = Union[str, os.PathLike]
 CLIPS_FILE = "clips.csv"
@@ -45,8 +46,8 @@ class ClipSet:
 
 
 def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe version of a text."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "clip"
+    """A file-name-safe version of a label (clip file names)."""
+    return audio_slug(text, limit, "clip")
 
 
 def select_rows(

@@ -40,13 +40,6 @@ class RunReport:
     total: int
 
 
-def resolve_device(device: Optional[str]) -> str:
-    """'auto'/None -> cuda when available, else cpu."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 def model_identity(path: PathLike) -> dict[str, Any]:
     """Path, size and SHA-256 of a model file (recorded with the clips it made)."""
     path = Path(path)
@@ -62,7 +55,7 @@ def model_identity(path: PathLike) -> dict[str, Any]:
 def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str] = None,
                  device: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
     """A CombinedSampler from exported (or checkpointed) model files, and a description of those files."""
-    from main.models import get_default_combined_sampler
+    from main.models import get_default_combined_sampler, resolve_device
 
     info = {"diffae": model_identity(diffae), "diffgen": model_identity(diffgen)}
     model = get_default_combined_sampler(diffae, diffgen, text_encoder, resolve_device(device))
@@ -268,7 +261,7 @@ def reconstruct_clips(
     Each recording is cut to its first `seconds` (None: whole), zero-padded to a length the DiffAE takes, and
     the reconstruction trimmed back. The decoding noise of clip i comes from a generator seeded `seed + i`.
     """
-    from main.models import load_model
+    from main.models import load_model, resolve_device
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
