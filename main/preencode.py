@@ -58,6 +58,7 @@ def preencode(
     sample_rate: Optional[int] = None,
     channels: int = 2,
     min_samples: int = 0,
+    min_seconds: float = 0.0,
     window: int = 2**22,
     dtype: str = "float16",
     text_batch_size: int = 64,
@@ -74,6 +75,7 @@ def preencode(
     factor = int(model.latent_factor)
     window = max(factor, window // factor * factor)
     rate = int(sample_rate or diffae_config.get("sample_rate") or 32000)
+    min_samples = max(min_samples, round(min_seconds * rate))  # seconds count at the rate actually used
     rows = [r for split in (splits or [None]) for r in read_manifest(manifest, split)]
     if not rows:
         raise ValueError(f"{manifest}: no rows in splits {list(splits or [])}")
@@ -138,9 +140,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    rate_hint = args.sample_rate or 32000
     meta = preencode(args.manifest, args.diffae, args.out, args.text_encoder, args.max_length, args.splits,
-                     args.sample_rate, min_samples=int(args.min_seconds * rate_hint), dtype=args.dtype,
+                     args.sample_rate, min_seconds=args.min_seconds, dtype=args.dtype,
                      device=args.device)
     print(f"encoded {meta['num_items']} recordings ({meta['latent_frames']} latent frames) and "
           f"{meta['num_labels']} labels into {args.out}; {len(meta['failed'])} files failed to read")

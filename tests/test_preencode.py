@@ -85,3 +85,14 @@ def test_diffgen_trains_from_latent_datamodule(setup, tiny_diffgen_config, text_
 def test_latent_module_rejects_mismatched_rate(setup):
     with pytest.raises(ValueError, match="datamodule.sample_rate"):
         LatentDataModule(str(setup["out"]["float16"]), crop_length=CROP, sample_rate=32000)
+
+
+def test_cli_min_seconds_counts_at_the_exports_sample_rate(setup, text_encoder_path, tmp_path):
+    from main.preencode import main as preencode_main
+
+    meta = preencode_main(["--manifest", str(setup["manifest"]), "--diffae", str(setup["tmp"] / "diffae.safetensors"),
+                           "--out", str(tmp_path / "pre"), "--text-encoder", text_encoder_path, "--max-length", "32",
+                           "--min-seconds", "1.0", "--device", "cpu"])
+    assert meta["sample_rate"] == 16000
+    frames = {item["frames"] for item in PreencodedStore(tmp_path / "pre").items}
+    assert frames == {16000 // 64}  # 1 s at 16 kHz = 250 frames (the old rate guess of 32 kHz gave 500)
