@@ -290,6 +290,21 @@ def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
     return velocity
 
 
+def generate_latent(
+    diffgen: DiffusionModel,
+    embedding: Tensor,
+    mask: Tensor,
+    noise: Tensor,
+    num_steps: int,
+    embedding_scale: float,
+    sampler: str = "ddim",
+    show_progress: bool = False,
+) -> Tensor:
+    """Denoise `noise` [batch, channels, frames] into DiffGen latents for the text embeddings (CFG batched)."""
+    velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress)
+
+
 def decode_latent(
     diffae: DiffusionAE,
     latent: Tensor,
@@ -297,16 +312,17 @@ def decode_latent(
     sampler: str = "ddim",
     generator: Optional[torch.Generator] = None,
     show_progress: bool = False,
+    noise: Optional[Tensor] = None,
 ) -> Tensor:
     """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
 
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths).
     """
-    length = latent.shape[2] * diffae.latent_factor
-    noise = torch.randn(
-        (latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype, generator=generator
-    )
+    if noise is None:  # else the caller drew it (e.g. one generator per clip)
+        length = latent.shape[2] * diffae.latent_factor
+        noise = torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device,
+                            dtype=latent.dtype, generator=generator)
     channels = [None] * diffae.inject_depth + [latent]
     return run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
 
@@ -356,8 +372,8 @@ class CombinedSampler(nn.Module):
         noise = torch.randn(
             (len(texts), self.latent_channels, latent_length), device=self.device, generator=generator
         )
-        velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
-        latent = run_sampler(velocity, noise, sampling_steps, sampler, show_progress)
+        latent = generate_latent(self.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
+                                 show_progress)
         return decode_latent(
             self.diffae, latent, decoding_steps, decoding_sampler or sampler, generator, show_progress
         )

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
-from main.diffusion import sample as run_sampler
 from main.diffusion import v_diffusion_loss
 from main.models import (
     DIFFGEN_CONFIG,
@@ -26,9 +25,9 @@ from main.models import (
     build_diffgen,
     decode_latent,
     diffgen_velocity,
+    generate_latent,
     get_default_diffae,
     get_pretrained_diffae_from_huggingface,
-    guided_velocity_fn,
     load_model_state,
     model_state_dict,
     unconditional_inputs,
@@ -363,8 +362,8 @@ class DiffGen(EMADiffusionModule):
         """EMA generations for the batch's texts, next to the real clips."""
         latent, embedding, mask = self.encode_batch(batch)
         noise = torch.randn(latent.shape, device=latent.device, generator=generator)
-        velocity = guided_velocity_fn(self.ema_model, embedding, mask, self.hparams.preview_embedding_scale)
-        generated_latent = run_sampler(velocity, noise, self.hparams.preview_steps, self.hparams.preview_sampler)
+        generated_latent = generate_latent(self.ema_model, embedding, mask, noise, self.hparams.preview_steps,
+                                           self.hparams.preview_embedding_scale, self.hparams.preview_sampler)
         audio = decode_latent(self.autoencoder, generated_latent, self.hparams.preview_steps,
                               self.hparams.preview_sampler, generator)
         out = {"generated": audio}

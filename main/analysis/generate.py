@@ -78,12 +78,11 @@ def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device
 def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torch.Generator], num_steps: int,
                           sampler: str = "ddim") -> Tensor:
     """`main.models.decode_latent` with each clip's decoding noise drawn from its own generator."""
-    from main.diffusion import sample as run_sampler
+    from main.models import decode_latent
 
     length = latent.shape[2] * diffae.latent_factor
     noise = _noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
-    channels = [None] * diffae.inject_depth + [latent]
-    return run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler)
+    return decode_latent(diffae, latent, num_steps, sampler, noise=noise)
 
 
 @torch.no_grad()
@@ -91,16 +90,14 @@ def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampli
                   decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
     """A batch of `CombinedSampler.sample` in which clip i draws all its noise from a generator seeded
     `seeds[i]`: each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
-    from main.diffusion import sample as run_sampler
-    from main.models import guided_velocity_fn
+    from main.models import generate_latent
 
     if len(texts) != len(seeds):
         raise ValueError(f"{len(texts)} texts but {len(seeds)} seeds")
     generators = _clip_generators(seeds, model.device)
     embedding, mask = model.text_encoder(list(texts))
     noise = _noise(generators, (model.latent_channels, latent_length), model.device)
-    velocity = guided_velocity_fn(model.diffgen, embedding, mask, embedding_scale)
-    latent = run_sampler(velocity, noise, sampling_steps, sampler)
+    latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler)
     return decode_latents_seeded(model.diffae, latent, generators, decoding_steps, sampler)
 
 
