@@ -2,6 +2,7 @@
 
     python benchmarks/bench_speed.py train     # DiffGen training steps/s: on-the-fly T5 + DiffAE encoder vs pre-encoded
     python benchmarks/bench_speed.py sample    # text -> audio: seed sampler (DDIM 100+100, unbatched CFG) vs ours
+    python benchmarks/bench_speed.py train --device cuda --bf16   # on a GPU, both sides under bf16 autocast
 
 Both use the seed's model sizes (DiffGen 562.6M, DiffAE 185.1M, a t5-base-sized encoder with random weights:
 same compute as t5-base, no download). Absolute seconds drift on shared machines; read the ratios.
@@ -10,6 +11,7 @@ same compute as t5-base, no download). Absolute seconds drift on shared machines
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import resource
 import sys
@@ -47,105 +49,150 @@ def seed_diffgen() -> DiffusionModel:
                           use_embedding_cfg=True)
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work (timings must include it)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, device: str = "cpu") -> float:
     """Mean seconds per call after `warmup` calls."""
     for _ in range(warmup):
         fn()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
+    synchronize(device)
     return (time.perf_counter() - start) / repeats
 
 
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def precision(device: str, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast (as trainer.precision=bf16-mixed) or plain fp32."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-def bench_train(batch_size: int, crop: int, repeats: int) -> None:
+def peak_memory(device: str) -> str:
+    """Peak GPU memory allocated (CUDA) or peak resident memory of this process (CPU)."""
+    if device.startswith("cuda"):
+        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB"
+    return f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB"
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start a new peak-memory window (CUDA only; RSS peaks cannot be reset)."""
+    if device.startswith("cuda"):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def bench_train(batch_size: int, crop: int, repeats: int, device: str = "cpu", bf16: bool = False) -> None:
     """DiffGen optimizer steps/s: seed (T5 + DiffAE encoder every step) vs pre-encoded latents/embeddings."""
     torch.manual_seed(0)
-    audio = torch.randn(batch_size, 2, crop).clamp(-1, 1) * 0.3
-    tokens = torch.randint(0, 32000, (batch_size, 128))
-    attention = torch.ones(batch_size, 128, dtype=torch.long)
+    audio = (torch.randn(batch_size, 2, crop).clamp(-1, 1) * 0.3).to(device)
+    tokens = torch.randint(0, 32000, (batch_size, 128), device=device)
+    attention = torch.ones(batch_size, 128, dtype=torch.long, device=device)
     attention[:, 35:] = 0  # mean label length in the seed's data
 
-    encoder = build_diffae().encoder.eval().requires_grad_(False)
-    text = t5_base_sized_encoder()
-    seed_model = seed_diffgen()
+    encoder = build_diffae().encoder.eval().requires_grad_(False).to(device)
+    text = t5_base_sized_encoder().to(device)
+    seed_model = seed_diffgen().to(device)
     optimizer = torch.optim.AdamW(seed_model.parameters(), lr=1e-4)
 
     def seed_step() -> None:
-        with torch.no_grad():
-            latent = encoder(audio)
-            embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
-        loss = seed_model(latent, embedding=embedding, embedding_mask_proba=0.1)
+        with precision(device, bf16):
+            with torch.no_grad():
+                latent = encoder(audio)
+                embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
+            loss = seed_model(latent, embedding=embedding, embedding_mask_proba=0.1)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seed_s = timed(seed_step, repeats)
-    with torch.no_grad():
-        latent = encoder(audio)
-        embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state
+    reset_peak_memory(device)
+    seed_s = timed(seed_step, repeats, device=device)
+    seed_memory = peak_memory(device)
+    with torch.no_grad(), precision(device, bf16):
+        latent = encoder(audio).float()
+        embedding = text(input_ids=tokens, attention_mask=attention).last_hidden_state.float()
     seed_model = optimizer = encoder = text = None  # free the seed setup before building ours
-    gc.collect()
+    reset_peak_memory(device)
 
-    ours = build_diffgen()
+    ours = build_diffgen().to(device)
     optimizer = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     cached = embedding.half()  # what main.preencode stores
     mask = attention.bool()
 
     def our_step() -> None:
-        loss = text_conditional_loss(ours, latent, cached.float(), mask, 0.1)
+        with precision(device, bf16):
+            loss = text_conditional_loss(ours, latent, cached.float(), mask, 0.1)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    our_s = timed(our_step, repeats)
-    print(f"DiffGen training, batch {batch_size}, crop {crop} samples, {torch.get_num_threads()} threads")
-    print(f"  seed (T5 + DiffAE encoder on the fly): {1 / seed_s:.4f} steps/s  ({seed_s:.2f} s/step)")
-    print(f"  ours (pre-encoded, masked SDPA):       {1 / our_s:.4f} steps/s  ({our_s:.2f} s/step)")
-    print(f"  speed-up: {seed_s / our_s:.2f}x   peak RSS {peak_rss_gb():.1f} GB")
+    our_s = timed(our_step, repeats, device=device)
+    where = f"{device}, {'bf16 autocast' if bf16 else 'fp32'}, {torch.get_num_threads()} CPU threads"
+    print(f"DiffGen training, batch {batch_size}, crop {crop} samples ({where})")
+    print(f"  seed (T5 + DiffAE encoder on the fly): {1 / seed_s:.4f} steps/s  ({seed_s:.3f} s/step, {seed_memory})")
+    print(f"  ours (pre-encoded, masked SDPA):       {1 / our_s:.4f} steps/s  ({our_s:.3f} s/step, "
+          f"{peak_memory(device)})")
+    print(f"  speed-up: {seed_s / our_s:.2f}x")
 
 
-def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps: int) -> None:
+def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps: int, device: str = "cpu",
+                 bf16: bool = False) -> None:
     """Text embedding -> audio wall time: seed sampler vs ours (batched CFG, SDPA, DDIM and DPM-Solver++)."""
     torch.manual_seed(0)
-    diffae = build_diffae().eval()
-    embedding = torch.randn(batch_size, 128, 768)
-    mask = torch.zeros(batch_size, 128, dtype=torch.bool)
+    diffae = build_diffae().eval().to(device)
+    embedding = torch.randn(batch_size, 128, 768, device=device)
+    mask = torch.zeros(batch_size, 128, dtype=torch.bool, device=device)
     mask[:, :35] = True
-    noise = torch.randn(batch_size, 32, latent_length)
-    seed_model = seed_diffgen().eval()
+    noise = torch.randn(batch_size, 32, latent_length, device=device)
+    seed_model = seed_diffgen().eval().to(device)
+    warmup = 1 if device.startswith("cuda") else 0  # kernel selection and allocator warm-up on GPUs
 
-    def seed_sample() -> None:
-        latent = seed_model.sample(noise, embedding=embedding, embedding_scale=5.0, num_steps=seed_steps)
-        diffae.decode(latent, num_steps=seed_steps)
+    def seed_sample(steps: int) -> Callable[[], None]:
+        def run() -> None:
+            with precision(device, bf16):
+                latent = seed_model.sample(noise, embedding=embedding, embedding_scale=5.0, num_steps=steps)
+                diffae.decode(latent, num_steps=steps)
+        return run
 
     with torch.no_grad():
-        seed_s = timed(seed_sample, 1, warmup=0)
-    ours = build_diffgen().eval()
+        if warmup:
+            timed(seed_sample(2), 1, warmup=0, device=device)
+        seed_s = timed(seed_sample(seed_steps), 1, warmup=0, device=device)
+    ours = build_diffgen().eval().to(device)
     ours.load_state_dict(seed_model.state_dict())
     seed_model = None
     gc.collect()
 
     def our_sample(sampler: str, steps: int) -> Callable[[], None]:
         def run() -> None:
-            velocity = guided_velocity_fn(ours, embedding, mask, 5.0)
-            latent = run_sampler(velocity, noise, steps, sampler)
-            decode_latent(diffae, latent, steps, sampler)
+            with precision(device, bf16):
+                velocity = guided_velocity_fn(ours, embedding, mask, 5.0)
+                latent = run_sampler(velocity, noise, steps, sampler)
+                decode_latent(diffae, latent, steps, sampler)
         return run
 
     with torch.no_grad():
-        ddim_s = timed(our_sample("ddim", seed_steps), 1, warmup=0)
-        dpm_s = timed(our_sample("dpmpp-2m", our_steps), 1, warmup=0)
+        if warmup:
+            timed(our_sample("dpmpp-2m", 2), 1, warmup=0, device=device)
+        ddim_s = timed(our_sample("ddim", seed_steps), 1, warmup=0, device=device)
+        dpm_s = timed(our_sample("dpmpp-2m", our_steps), 1, warmup=0, device=device)
     audio_s = latent_length * diffae.latent_factor / 32000 * batch_size
-    print(f"Text -> audio, batch {batch_size}, latent {latent_length} frames ({audio_s:.1f} s of audio at 32 kHz)")
-    print(f"  seed  DDIM {seed_steps}+{seed_steps}, unbatched CFG: {seed_s:.1f} s  (real-time factor {seed_s / audio_s:.1f})")
-    print(f"  ours  DDIM {seed_steps}+{seed_steps}, batched CFG:   {ddim_s:.1f} s  ({seed_s / ddim_s:.2f}x)")
-    print(f"  ours  DPM-Solver++(2M) {our_steps}+{our_steps}:      {dpm_s:.1f} s  ({seed_s / dpm_s:.2f}x)")
-    print(f"  peak RSS {peak_rss_gb():.1f} GB")
+    where = f"{device}, {'bf16 autocast' if bf16 else 'fp32'}"
+    print(f"Text -> audio, batch {batch_size}, latent {latent_length} frames ({audio_s:.1f} s of audio at 32 kHz; "
+          f"{where}); real-time factor = audio seconds per wall second")
+    print(f"  seed  DDIM {seed_steps}+{seed_steps}, unbatched CFG: {seed_s:.2f} s  (real-time factor {audio_s / seed_s:.2f})")
+    print(f"  ours  DDIM {seed_steps}+{seed_steps}, batched CFG:   {ddim_s:.2f} s  ({seed_s / ddim_s:.2f}x, "
+          f"real-time factor {audio_s / ddim_s:.2f})")
+    print(f"  ours  DPM-Solver++(2M) {our_steps}+{our_steps}:      {dpm_s:.2f} s  ({seed_s / dpm_s:.2f}x, "
+          f"real-time factor {audio_s / dpm_s:.2f})")
+    print(f"  {peak_memory(device)}")
 
 
 def main() -> None:
@@ -161,11 +208,15 @@ def main() -> None:
     sample.add_argument("--batch-size", type=int, default=1)
     sample.add_argument("--seed-steps", type=int, default=100)
     sample.add_argument("--our-steps", type=int, default=25)
+    for sub_parser in (train, sample):
+        sub_parser.add_argument("--device", default="cpu", help="cpu or cuda")
+        sub_parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both sides")
     args = parser.parse_args()
+    torch.set_float32_matmul_precision("high")  # as config.yaml's matmul_precision: TF32 on GPUs, no-op on CPU
     if args.what == "train":
-        bench_train(args.batch_size, args.crop, args.repeats)
+        bench_train(args.batch_size, args.crop, args.repeats, args.device, args.bf16)
     else:
-        bench_sample(args.latent_length, args.batch_size, args.seed_steps, args.our_steps)
+        bench_sample(args.latent_length, args.batch_size, args.seed_steps, args.our_steps, args.device, args.bf16)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
-from main.diffusion import v_diffusion_loss
+from main.diffusion import SIGMA_DISTRIBUTIONS, UniformSigmas, v_diffusion_loss
+from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.models import (
     DIFFGEN_CONFIG,
     build_diffae,
@@ -76,13 +77,21 @@ class EMADiffusionModule(pl.LightningModule):
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",
         lr_min_ratio: float = 0.1,
+        sigma_distribution: str = "uniform",
+        sigma_mean: float = 0.0,
+        sigma_std: float = 1.0,
     ):
         super().__init__()
         training = dict(lr=lr, betas=list(betas), eps=eps, weight_decay=weight_decay, ema_beta=ema_beta,
                         ema_power=ema_power, ema_update_every=ema_update_every,
                         ema_update_after_step=ema_update_after_step, validation_seed=validation_seed,
                         preview_steps=preview_steps, preview_sampler=preview_sampler,
-                        lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio)
+                        lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio,
+                        sigma_distribution=sigma_distribution, sigma_mean=sigma_mean, sigma_std=sigma_std)
+        if sigma_distribution not in SIGMA_DISTRIBUTIONS:
+            raise ValueError(f"model.sigma_distribution must be one of {SIGMA_DISTRIBUTIONS}, got {sigma_distribution!r}")
+        # Training draws noise levels from this; validation always uses uniform ones (comparable across runs).
+        self.training_sigmas = sigma_distribution_fn(sigma_distribution, sigma_mean, sigma_std)
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters({k: plain(v) for k, v in {**hparams, **training}.items()})
@@ -236,8 +245,12 @@ class DMAE(EMADiffusionModule):
         self._init_ema()
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
-        """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent."""
-        return model(batch["audio"])
+        """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
+        `DiffusionAE.forward`, with the configured training noise levels)."""
+        audio = batch["audio"]
+        channels = [None] * model.inject_depth + [model.encode(audio)]
+        sigmas = self.training_sigmas if training else UniformSigmas()
+        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio, sigmas)
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
@@ -250,7 +263,8 @@ class DMAE(EMADiffusionModule):
 
 
 def text_conditional_loss(
-    model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float
+    model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
+    sigmas_fn: Optional[Callable[[int, torch.device], Tensor]] = None,
 ) -> Tensor:
     """DiffGen's loss: each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
     if cfg_mask_proba > 0:
@@ -258,7 +272,7 @@ def text_conditional_loss(
         uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
         embedding = torch.where(drop[:, None, None], uncond_embedding.to(embedding.dtype), embedding)
         mask = torch.where(drop[:, None], uncond_mask, mask)
-    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent)
+    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent, sigmas_fn)
 
 
 def _load_diffae(source: str) -> nn.Module:
@@ -355,7 +369,8 @@ class DiffGen(EMADiffusionModule):
         """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
         proba = self.hparams.cfg_mask_proba if training else 0.0
-        return text_conditional_loss(model, latent, embedding, mask, proba)
+        sigmas = self.training_sigmas if training else UniformSigmas()
+        return text_conditional_loss(model, latent, embedding, mask, proba, sigmas)
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

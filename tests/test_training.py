@@ -210,3 +210,28 @@ def test_warmup_and_cosine_schedule(tmp_path, tiny_diffae_config):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.1)
     with pytest.raises(ValueError, match="lr_schedule"):
         make_dmae(tiny_diffae_config, lr_schedule="linear")
+
+
+def test_dmae_uniform_loss_is_the_library_loss(tiny_diffae_config):
+    """With uniform noise levels the DMAE loss is exactly audio-diffusion-pytorch's DiffusionAE.forward."""
+    module = make_dmae(tiny_diffae_config)
+    audio = ToneDataset(size=2)[0]["audio"][None].repeat(2, 1, 1)
+    torch.manual_seed(3)
+    ours = module.diffusion_loss(module.model, {"audio": audio}, training=True)
+    torch.manual_seed(3)
+    library = module.model(audio)
+    torch.testing.assert_close(ours, library, rtol=0, atol=0)
+
+
+def test_logit_normal_training_sigmas(tiny_diffae_config):
+    """`model.sigma_distribution=logit-normal` shifts training noise levels; validation stays uniform."""
+    from main.diffusion import LogitNormalSigmas
+
+    torch.manual_seed(0)
+    sigmas = LogitNormalSigmas(mean=-1.0, std=1.0)(20000)
+    assert 0 < float(sigmas.min()) and float(sigmas.max()) < 1
+    assert abs(float(sigmas.median()) - torch.sigmoid(torch.tensor(-1.0)).item()) < 0.01
+    module = DMAE(model=tiny_diffae_config, sample_rate=16000, sigma_distribution="logit-normal", sigma_mean=-1.0)
+    assert isinstance(module.training_sigmas, LogitNormalSigmas)
+    with pytest.raises(ValueError, match="model.sigma_distribution"):
+        DMAE(model=tiny_diffae_config, sample_rate=16000, sigma_distribution="lognormal")
