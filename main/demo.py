@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+from main.analysis.report import write_learning_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,13 +43,76 @@ def logged(run_dir: Path, key: str) -> list[float]:
         return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
 
 
+def periodic_checkpoints(run_dir: Path, started: float, limit: int) -> list[tuple[int, float, Path]]:
+    """Up to `limit` evenly spread periodic checkpoints of a run as (step, minutes after `started`, path)."""
+    found = sorted((int(p.stem.split("=")[1]), p) for p in (run_dir / "checkpoints").glob("step=*.ckpt"))
+    if len(found) > limit:
+        found = [found[round(i * (len(found) - 1) / max(limit - 1, 1))] for i in range(limit)]
+    return [(step, (path.stat().st_mtime - started) / 60, path) for step, path in found]
+
+
+def final_checkpoint(run_dir: Path, started: float) -> tuple[int, float, Path]:
+    """The run's last checkpoint as (step, minutes after `started`, path)."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    step = int(torch_load_step(path))
+    return step, (path.stat().st_mtime - started) / 60, path
+
+
+def torch_load_step(path: Path) -> int:
+    """The global step stored in a Lightning checkpoint."""
+    import torch
+
+    return int(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def learning_curve(out: Path, started: dict[str, float], points: int, diffae: Path, selection: list[str],
+                   steps: list[str], seconds: str, cfg: float, log: Path) -> list[dict[str, Any]]:
+    """Species accuracy of earlier checkpoints: reconstructions per DMAE checkpoint, generations per DiffGen
+    checkpoint (decoded by the final DiffAE), then the final models; all scored in one evaluation."""
+    python = sys.executable
+    folders: list[tuple[str, int, float, Path]] = []
+    dmae_final = final_checkpoint(out / "dmae", started["dmae"])
+    for step, minutes, ckpt in periodic_checkpoints(out / "dmae", started["dmae"], points):
+        if step < dmae_final[0]:
+            folder = out / "eval/curve" / f"reconstructions_{step:07d}"
+            run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(ckpt), *selection, *steps,
+                 "--seconds", seconds, "--out", str(folder)], log)
+            folders.append(("DiffAE reconstructions", step, minutes, folder))
+    folders.append(("DiffAE reconstructions", dmae_final[0], dmae_final[1], out / "eval/reconstructions"))
+    diffgen_final = final_checkpoint(out / "diffgen", started["diffgen"])
+    for step, minutes, ckpt in periodic_checkpoints(out / "diffgen", started["diffgen"], points):
+        if step < diffgen_final[0]:
+            folder = out / "eval/curve" / f"generated_{step:07d}"
+            run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(ckpt),
+                 *selection, *steps, "--cfg", str(cfg), "--seconds", seconds, "--out", str(folder)], log)
+            folders.append(("generated", step, minutes, folder))
+    folders.append(("generated", diffgen_final[0], diffgen_final[1], out / "eval/generated"))
+    results = out / "eval/curve.json"
+    manifest = selection[selection.index("--manifest") + 1]
+    clips = [arg for _, _, _, folder in folders for arg in ("--clips", str(folder))]
+    run([python, "-m", "main.analysis", "evaluate", *clips, "--manifest", manifest, "--no-logmel",
+         "--test-per-species", selection[selection.index("--per-species") + 1], "--json", str(results)], log)
+    scores = json.loads(results.read_text())
+    rows = []
+    for clips_name, step, minutes, folder in folders:
+        result = scores[str(folder)]
+        rows.append({"clips": clips_name, "step": step, "minutes": round(minutes, 2),
+                     "knn_top1": (result.get("knn") or {}).get("accuracy"),
+                     "fad_birdnet": ((result.get("fad") or {}).get("birdnet") or {}).get("fad"),
+                     "n_clips": result.get("n_clips"), "chance": 1 / max(int(result.get("n_species") or 1), 1),
+                     "folder": str(folder)})
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> Path:
     """Command-line entry point; returns the report path."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--fast", action="store_true", help="tiny models, a few steps (smoke test)")
-    parser.add_argument("--dmae-minutes", type=float, default=8.0)
-    parser.add_argument("--diffgen-minutes", type=float, default=7.0)
+    parser.add_argument("--dmae-minutes", type=float, default=9.5)
+    parser.add_argument("--diffgen-minutes", type=float, default=5.5)
+    parser.add_argument("--curve-points", type=int, default=3,
+                        help="earlier checkpoints per stage evaluated for the accuracy-vs-minutes curve (0 = none)")
     parser.add_argument("--per-species", type=int, default=3, help="generated clips per species")
     parser.add_argument("--steps", type=int, default=25, help="sampling and decoding steps (DPM-Solver++)")
     parser.add_argument("--cfg", type=float, default=3.0)
@@ -57,16 +123,22 @@ def main(argv: Optional[list[str]] = None) -> Path:
     python = sys.executable
     size = "tiny" if args.fast else "demo"
     common = [f"paths.root_dir={out}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
+    keep = ["callbacks.checkpoint.save_top_k=-1"]  # periodic checkpoints feed the accuracy-vs-minutes curve
     if args.fast:
-        budgets = {"dmae": ["trainer.max_steps=40"], "diffgen": ["trainer.max_steps=40"]}
-    else:
-        budgets = {name: [f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}"]
-                   for name, minutes in (("dmae", args.dmae_minutes), ("diffgen", args.diffgen_minutes))}
+        budgets = {name: ["trainer.max_steps=40", "callbacks.checkpoint.every_n_train_steps=20", *keep]
+                   for name in ("dmae", "diffgen")}
+    else:  # the time limit decides, not the configs' max_steps
+        budgets = {name: [f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
+                          "trainer.max_steps=1000000", f"callbacks.checkpoint.every_n_train_steps={every}", *keep]
+                   for name, minutes, every in (("dmae", args.dmae_minutes, 500),
+                                                ("diffgen", args.diffgen_minutes, 200))}
     diffae = out / "exports" / f"diffae_{size}.safetensors"
     diffgen = out / "exports" / f"diffgen_{size}.safetensors"
 
+    started = {"dmae": time.time()}
     run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *budgets["dmae"]], log)
     run([python, "-m", "main.export", str(out / "dmae/checkpoints/last.ckpt"), str(diffae.with_suffix(""))], log)
+    started["diffgen"] = time.time()
     run([python, "train.py", f"exp=diffgen_{size}", f"hydra.run.dir={out}/diffgen", f"model.autoencoder={diffae}",
          *common, *budgets["diffgen"]], log)
     run([python, "-m", "main.export", str(out / "diffgen/checkpoints/last.ckpt"), str(diffgen.with_suffix(""))],
@@ -85,6 +157,13 @@ def main(argv: Optional[list[str]] = None) -> Path:
          "--test-per-species", str(args.per_species), "--out", str(out / "report")], log)
 
     report = out / "report" / "report.md"
+    if args.curve_points > 0:
+        rows = learning_curve(out, started, args.curve_points, diffae, selection, steps, seconds, args.cfg, log)
+        with open(report, "a") as f:
+            f.write(write_learning_curve(rows, report.parent))
+        for row in rows:
+            print(f"[demo] {row['clips']} after {row['minutes']:.1f} min ({row['step']} steps): "
+                  f"kNN top-1 {row['knn_top1']:.3f}")
     for name in ("dmae", "diffgen"):
         losses = logged(out / name, "valid/loss")  # EMA model at fixed noise: comparable across evaluations
         print(f"[demo] {name}: validation loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} evaluations")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import soundfile as sf
 
 from main.demo import logged
@@ -18,3 +20,11 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     for stage in ("dmae", "diffgen"):
         losses = logged(tmp_path / stage, "valid/loss")  # measured: dmae 0.382 -> 0.343, diffgen 0.276 -> 0.210
         assert len(losses) >= 5 and losses[-1] < 0.95 * losses[0], (stage, losses)
+    # accuracy against training minutes: an earlier checkpoint of each stage next to the final model
+    rows = list(csv.DictReader(open(report.parent / "learning_curve.csv")))
+    for kind in ("DiffAE reconstructions", "generated"):
+        steps = [int(r["step"]) for r in rows if r["clips"] == kind]
+        assert steps == [20, 40], (kind, steps)
+        assert all(0.0 <= float(r["knn_top1"]) <= 1.0 for r in rows)
+    assert "Species accuracy against training minutes" in text or "learning_curve.png" in report.read_text()
+    assert (report.parent / "learning_curve.png").stat().st_size > 0

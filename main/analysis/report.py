@@ -8,6 +8,7 @@ kNN confusion matrix, spectrograms of real vs generated clips for a few prompts.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections import Counter
 from pathlib import Path
@@ -314,3 +315,45 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
         if images.get(key) is not None:
             parts += [f"## {title}", "", f"![{title}]({Path(images[key]).name})", ""]
     return "\n".join(parts)
+
+
+def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
+    """kNN species accuracy against training minutes, one line per clip kind (reconstructions, generated)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
+    for kind in dict.fromkeys(r["clips"] for r in rows):
+        points = sorted((float(r["minutes"]), r["knn_top1"]) for r in rows if r["clips"] == kind)
+        points = [(x, float(y)) for x, y in points if y is not None]
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=kind)
+    chance = rows[0].get("chance") if rows else None
+    if chance:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("training minutes of the stage")
+    ax.set_ylabel("kNN top-1 (BirdNET emb.)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_learning_curve(rows: Sequence[Mapping[str, Any]], out_dir: PathLike) -> str:
+    """Write learning_curve.csv and .png into `out_dir`; return the report section (markdown) showing them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["clips", "step", "minutes", "knn_top1", "fad_birdnet", "n_clips", "folder"]
+    with open(out / "learning_curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_learning_curve(rows, out / "learning_curve.png")
+    table = _table(["clips", "training steps", "minutes", "kNN top-1", "FAD BirdNET", "N clips"],
+                   [[r["clips"], r["step"], r["minutes"], r["knn_top1"], r["fad_birdnet"], r["n_clips"]]
+                    for r in rows])
+    return ("\n## Species accuracy against training minutes\n\n"
+            "Earlier checkpoints of each stage scored like the final models (generated clips of an earlier DiffGen "
+            "are decoded by the final DiffAE; minutes count from the start of that stage's command).\n\n"
+            f"{table}\n\n![Species accuracy against training minutes](learning_curve.png)\n")
