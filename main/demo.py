@@ -24,17 +24,36 @@ from main.analysis.report import write_learning_curve
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(command: list[str], log: Path) -> None:
-    """Run one stage as its own process (as a user would), its output appended to `log`; fail loudly."""
+def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir: Optional[Path] = None) -> None:
+    """Run one stage as its own process (as a user would), its output appended to `log`, with a progress bar
+    (against the time budget of a training stage, whose latest step and loss it shows); fail loudly."""
+    from tqdm.auto import tqdm
+
     start = time.monotonic()
     print(f"[demo] {' '.join(command[1:])}", flush=True)
-    with open(log, "a") as f:
+    with open(log, "a") as f, tqdm(total=round(budget_s) if budget_s else None, unit="s", leave=False,
+                                   desc=Path(command[2] if command[1] == "-m" else command[1]).name) as bar:
         f.write(f"\n$ {' '.join(command)}\n")
         f.flush()
-        result = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"[demo] stage failed (exit {result.returncode}); see {log}")
+        process = subprocess.Popen(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            time.sleep(1.0)
+            bar.update(min(round(time.monotonic() - start), bar.total or 10**9) - bar.n)
+            if run_dir is not None:
+                bar.set_postfix_str(training_progress(run_dir), refresh=False)
+    if process.returncode != 0:
+        raise SystemExit(f"[demo] stage failed (exit {process.returncode}); see {log}")
     print(f"[demo]   done in {time.monotonic() - start:.0f} s", flush=True)
+
+
+def training_progress(run_dir: Path) -> str:
+    """'step N, loss x' from the newest row of a running stage's CSV metrics ('' before the first flush)."""
+    files = list(run_dir.glob("csv/version_*/metrics.csv"))
+    if not files:
+        return ""
+    with open(files[0], newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss_step")]
+    return f"step {rows[-1]['step']}, loss {float(rows[-1]['train/loss_step']):.3f}" if rows else ""
 
 
 def logged(run_dir: Path, key: str) -> list[float]:
@@ -136,11 +155,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
     diffgen = out / "exports" / f"diffgen_{size}.safetensors"
 
     started = {"dmae": time.time()}
-    run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *budgets["dmae"]], log)
+    run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *budgets["dmae"]], log,
+        None if args.fast else args.dmae_minutes * 60, out / "dmae")
     run([python, "-m", "main.export", str(out / "dmae/checkpoints/last.ckpt"), str(diffae.with_suffix(""))], log)
     started["diffgen"] = time.time()
     run([python, "train.py", f"exp=diffgen_{size}", f"hydra.run.dir={out}/diffgen", f"model.autoencoder={diffae}",
-         *common, *budgets["diffgen"]], log)
+         *common, *budgets["diffgen"]], log, None if args.fast else args.diffgen_minutes * 60, out / "diffgen")
     run([python, "-m", "main.export", str(out / "diffgen/checkpoints/last.ckpt"), str(diffgen.with_suffix(""))],
         log)
 

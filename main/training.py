@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
 from main.config import ConfigError, validate_config
@@ -41,6 +42,19 @@ def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
+def save_final_checkpoint(trainer: pl.Trainer) -> None:
+    """Write last.ckpt at the final step when the run stopped between periodic saves (trainer.max_time, a
+    max_steps that is no multiple of every_n_train_steps, Ctrl-C): the last steps are never lost."""
+    checkpoint = trainer.checkpoint_callback
+    if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.save_last or checkpoint.dirpath is None:
+        return
+    if trainer.global_step == 0 or getattr(checkpoint, "_last_global_step_saved", -1) == trainer.global_step:
+        return
+    path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+    trainer.save_checkpoint(path)  # all ranks call it; rank 0 writes (atomically, through the IO plugin)
+    checkpoint.last_model_path = str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model the config describes; returns the final logged metrics."""
     validate_config(cfg)
@@ -59,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    save_final_checkpoint(trainer)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:

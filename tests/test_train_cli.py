@@ -171,6 +171,17 @@ def test_resume_last_finds_newest_checkpoint(tmp_path):
     assert "finished at step 6" in again.stdout
 
 
+def test_run_stopped_between_periodic_saves_keeps_its_last_steps(tmp_path):
+    """max_steps (or a time limit) between two periodic checkpoints: last.ckpt still holds the final step."""
+    result = run_train(tmp_path, "exp=dmae_tiny", "trainer.max_steps=5", "callbacks.checkpoint.every_n_train_steps=3",
+                       "callbacks.audio_preview=null", "hydra.run.dir=" + str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = tmp_path / "run/checkpoints"
+    assert torch.load(checkpoints / "step=00000003.ckpt", weights_only=True)["global_step"] == 3
+    final = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 5 and "ema" in " ".join(final["state_dict"])
+
+
 def test_ddp_two_processes_on_cpu(tmp_path):
     result = run_train(tmp_path, "exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4",
                        "callbacks.audio_preview.every_n_steps=2", "hydra.run.dir=" + str(tmp_path / "run"))
