@@ -32,7 +32,7 @@ def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir
     start = time.monotonic()
     print(f"[demo] {' '.join(command[1:])}", flush=True)
     with open(log, "a") as f, tqdm(total=round(budget_s) if budget_s else None, unit="s", leave=False,
-                                   desc=Path(command[2] if command[1] == "-m" else command[1]).name) as bar:
+                                   desc=run_dir.name if run_dir else command[2]) as bar:
         f.write(f"\n$ {' '.join(command)}\n")
         f.flush()
         process = subprocess.Popen(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
