@@ -73,7 +73,7 @@ def periodic_checkpoints(run_dir: Path, started: float, limit: int) -> list[tupl
 def final_checkpoint(run_dir: Path, started: float) -> tuple[int, float, Path]:
     """The run's last checkpoint as (step, minutes after `started`, path)."""
     path = run_dir / "checkpoints" / "last.ckpt"
-    step = int(torch_load_step(path))
+    step = torch_load_step(path)
     return step, (path.stat().st_mtime - started) / 60, path
 
 
