@@ -20,6 +20,7 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 SamplerName = Literal["ddim", "dpmpp-2m"]
 SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m")
 SIGMA_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "logit-normal")
+SigmasFn = Callable[[int, torch.device], Tensor]  # (num_samples, device) -> noise levels in [0, 1]
 
 
 class UniformSigmas:
@@ -62,7 +63,7 @@ def _expand(values: Tensor, ndim: int) -> Tensor:
 
 
 def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor,
-                     sigmas_fn: Optional[Callable[[int, torch.device], Tensor]] = None) -> Tensor:
+                     sigmas_fn: Optional[SigmasFn] = None) -> Tensor:
     """MSE between predicted and true velocity at drawn noise levels (uniform by default: same RNG order as ADP)."""
     sigmas = (sigmas_fn or UniformSigmas())(x.shape[0], x.device)
     noise = torch.randn_like(x)

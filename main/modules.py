@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
-from main.diffusion import SIGMA_DISTRIBUTIONS, UniformSigmas, v_diffusion_loss
+from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffusion_loss
 from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.models import (
     DIFFGEN_CONFIG,
@@ -126,6 +126,10 @@ class EMADiffusionModule(pl.LightningModule):
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
         """The diffusion loss of `model` on `batch` (CFG masking only when `training`)."""
         raise NotImplementedError
+
+    def loss_sigmas(self, training: bool) -> SigmasFn:
+        """Noise levels for a loss: the configured distribution in training, uniform in validation."""
+        return self.training_sigmas if training else UniformSigmas()
 
     def configure_optimizers(self) -> Any:
         """AdamW over the trainable parameters of the online model only (not the EMA copy, not frozen parts),
@@ -249,8 +253,7 @@ class DMAE(EMADiffusionModule):
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
         channels = [None] * model.inject_depth + [model.encode(audio)]
-        sigmas = self.training_sigmas if training else UniformSigmas()
-        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio, sigmas)
+        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio, self.loss_sigmas(training))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
@@ -264,7 +267,7 @@ class DMAE(EMADiffusionModule):
 
 def text_conditional_loss(
     model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
-    sigmas_fn: Optional[Callable[[int, torch.device], Tensor]] = None,
+    sigmas_fn: Optional[SigmasFn] = None,
 ) -> Tensor:
     """DiffGen's loss: each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
     if cfg_mask_proba > 0:
@@ -369,8 +372,7 @@ class DiffGen(EMADiffusionModule):
         """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
         proba = self.hparams.cfg_mask_proba if training else 0.0
-        sigmas = self.training_sigmas if training else UniformSigmas()
-        return text_conditional_loss(model, latent, embedding, mask, proba, sigmas)
+        return text_conditional_loss(model, latent, embedding, mask, proba, self.loss_sigmas(training))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
