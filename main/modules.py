@@ -89,7 +89,8 @@ class EMADiffusionModule(pl.LightningModule):
                         lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio,
                         sigma_distribution=sigma_distribution, sigma_mean=sigma_mean, sigma_std=sigma_std)
         if sigma_distribution not in SIGMA_DISTRIBUTIONS:
-            raise ValueError(f"model.sigma_distribution must be one of {SIGMA_DISTRIBUTIONS}, got {sigma_distribution!r}")
+            raise ValueError(
+                f"model.sigma_distribution must be one of {SIGMA_DISTRIBUTIONS}, got {sigma_distribution!r}")
         # Training draws noise levels from this; validation always uses uniform ones (comparable across runs).
         self.training_sigmas = sigma_distribution_fn(sigma_distribution, sigma_mean, sigma_std)
         if lr_schedule not in LR_SCHEDULES:
