@@ -2,6 +2,7 @@
 
     python -m main.preencode --manifest data/xc/manifest.csv --diffae exports/diffae.safetensors \\
         --text-encoder t5-base --max-length 128 --out data/xc/preencoded
+    python -m main.preencode --shards data/xc/shards ...      # the tar shards of `python -m main.data.shard`
 
 DiffGen then trains from `main.data.latents.LatentDataModule` (crops taken in latent space) instead of
 re-running the DiffAE encoder and the text encoder on every step. Layout of the output folder:
@@ -11,6 +12,10 @@ re-running the DiffAE encoder and the text encoder on every step. Layout of the 
 - `text_tokens.bin`: [total_tokens, features] of the *unpadded* tokens of each unique label (ragged, so
   padding costs no disk), `text_offsets.npy` the start of each label; `labels.json` the label strings.
 - `meta.json`: shapes, dtype, sample rate, DiffAE downsampling factor, text encoder and max length.
+- `encoded.csv` and `settings.json`: the journal of encoded recordings and the settings they were encoded with.
+  A killed run started again with the same settings keeps what it encoded and goes on from there; other
+  settings are refused (pass `overwrite` to start over). Files that fail to read are skipped and listed in
+  `meta.json` (`failed`).
 """
 
 from __future__ import annotations
@@ -19,21 +24,84 @@ import argparse
 import csv
 import json
 import math
+import os
+import tarfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torchaudio
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from main.analysis.generate import model_identity
 from main.data.audio import AudioReadError
+from main.data.cropping import to_channels
 from main.data.datamodule import load_recording
 from main.data.manifest import read_manifest
+from main.data.shards import decode_audio_member, iter_tar_samples, split_shard_paths
 from main.models import load_model, resolve_device
 from main.text import FrozenTextEncoder
 
+PathLike = Union[str, os.PathLike]
 DTYPES = {"float16": np.float16, "float32": np.float32}
+JOURNAL_FILE = "encoded.csv"
+SETTINGS_FILE = "settings.json"
+JOURNAL_FIELDS = ["file", "split", "sci_name", "label", "offset", "frames"]
+READ_ERRORS = (AudioReadError, RuntimeError, OSError, ValueError, KeyError)
+
+
+@dataclass
+class Recording:
+    """One recording to encode: its identity and labels, and how to load its audio [channels, samples]."""
+
+    file: str
+    split: str
+    sci_name: str
+    label: str
+    load: Callable[[], Tensor]
+
+
+def manifest_recordings(manifest: PathLike, splits: Optional[Sequence[str]], rate: int,
+                        channels: int) -> Iterator[Recording]:
+    """The recordings of a manifest's `splits` (all rows when None)."""
+    rows = [r for split in (splits or [None]) for r in read_manifest(manifest, split)]
+    if not rows:
+        raise ValueError(f"{manifest}: no rows in splits {list(splits or [])}")
+    for row in rows:
+        yield Recording(str(row["file"]), str(row["split"]), str(row["sci_name"]), str(row["label"]),
+                        lambda path=row["path"]: load_recording(path, rate, channels))
+
+
+def shard_recordings(shards: PathLike, splits: Sequence[str], rate: int, channels: int,
+                     failed: dict[str, str]) -> Iterator[Recording]:
+    """The recordings stored in the tar shards of `splits`, read in index order; an unreadable shard (or the
+    rest of a truncated one) is recorded in `failed` under the shard's path."""
+    for split in splits:
+        for path in split_shard_paths(shards, split):
+            try:
+                for key, members in iter_tar_samples(path):
+                    try:
+                        info = json.loads(members["json"].decode("utf-8"))
+                    except (KeyError, ValueError) as error:
+                        failed[f"{path.name}:{key}"] = f"no readable JSON member ({error})"
+                        continue
+                    yield Recording(str(info.get("file") or key), str(info.get("split") or split),
+                                    str(info.get("sci_name", "")), str(info["label"]),
+                                    lambda members=members: _decode_shard_audio(members, rate, channels))
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+                failed[str(path)] = f"unreadable shard ({error})"
+
+
+def _decode_shard_audio(members: dict[str, bytes], rate: int, channels: int) -> Tensor:
+    data, source_rate = decode_audio_member(members)
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    if source_rate != rate:
+        audio = torchaudio.functional.resample(audio, source_rate, rate)
+    return to_channels(audio, channels)
 
 
 @torch.no_grad()
@@ -48,10 +116,39 @@ def encode_recording(encoder: nn.Module, audio: Tensor, factor: int, min_samples
     return torch.cat(pieces, dim=-1).T.float().cpu()
 
 
+def _resume_journal(out: Path, settings: dict[str, Any], row_bytes: int, overwrite: bool) -> list[dict[str, Any]]:
+    """The journal entries of an earlier run with the same settings (latents.bin cut to match them), or []
+    after clearing a previous run when `overwrite`; refuses other settings."""
+    settings_path, journal_path, latents_path = out / SETTINGS_FILE, out / JOURNAL_FILE, out / "latents.bin"
+    if overwrite or not settings_path.is_file():
+        for path in (journal_path, latents_path, out / "meta.json", out / "items.csv"):
+            path.unlink(missing_ok=True)
+        settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+        return []
+    previous = json.loads(settings_path.read_text())
+    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    if changed:
+        raise ValueError(f"{out} holds latents encoded with other settings ({', '.join(changed)}); "
+                         f"pass --overwrite (overwrite=True) to start over, or choose another --out")
+    entries = []
+    if journal_path.is_file():
+        with open(journal_path, newline="") as f:
+            entries = [dict(r, offset=int(r["offset"]), frames=int(r["frames"])) for r in csv.DictReader(f)]
+    frames = sum(e["frames"] for e in entries)
+    if entries and entries[-1]["offset"] + entries[-1]["frames"] != frames:
+        raise ValueError(f"{journal_path} is inconsistent; pass --overwrite to start over")
+    size = latents_path.stat().st_size if latents_path.is_file() else 0
+    if size < frames * row_bytes:
+        raise ValueError(f"{latents_path} is shorter than {journal_path} records; pass --overwrite to start over")
+    with open(latents_path, "ab") as f:  # drop a recording that was being written when the run stopped
+        f.truncate(frames * row_bytes)
+    return entries
+
+
 def preencode(
-    manifest: Union[str, Path],
-    diffae: Union[str, Path],
-    out_dir: Union[str, Path],
+    manifest: Optional[PathLike],
+    diffae: PathLike,
+    out_dir: PathLike,
     text_encoder: str = "t5-base",
     max_length: int = 128,
     splits: Optional[Sequence[str]] = ("train", "valid"),
@@ -63,42 +160,67 @@ def preencode(
     dtype: str = "float16",
     text_batch_size: int = 64,
     device: str = "auto",
+    shards: Optional[PathLike] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write latents and text embeddings of the manifest's `splits` to `out_dir`; returns the meta data."""
+    """Write latents and text embeddings of the `splits` of a manifest (or of a shard folder) to `out_dir`;
+    resumes an interrupted run with the same settings; returns the meta data."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if (manifest is None) == (shards is None):
+        raise ValueError("give a manifest or a shard folder (shards), not both")
+    if shards is not None and not splits:
+        raise ValueError("name the splits to encode from the shard folder")
     device = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, diffae_config = load_model(diffae, "diffae")
     encoder = model.encoder.to(device).eval()
     factor = int(model.latent_factor)
+    latent_channels = int(model.encoder.out_channels)
     window = max(factor, window // factor * factor)
     rate = int(sample_rate or diffae_config.get("sample_rate") or 32000)
     min_samples = max(min_samples, round(min_seconds * rate))  # seconds count at the rate actually used
-    rows = [r for split in (splits or [None]) for r in read_manifest(manifest, split)]
-    if not rows:
-        raise ValueError(f"{manifest}: no rows in splits {list(splits or [])}")
-
-    labels = sorted({str(r["label"]) for r in rows})
-    label_index = {label: i for i, label in enumerate(labels)}
     np_dtype = DTYPES[dtype]
-    items, failed, offset = [], {}, 0
-    with open(out / "latents.bin", "wb") as latents_file:
-        for row in tqdm(rows, desc="encoding audio"):
+    source = {"manifest": model_identity(manifest)} if manifest is not None else {"shards": model_identity(
+        Path(shards) / "index.json" if Path(shards).is_dir() else shards)}
+    settings = {**source, "diffae": model_identity(diffae), "splits": list(splits or []), "sample_rate": rate,
+                "channels": channels, "min_samples": min_samples, "dtype": dtype}
+    entries = _resume_journal(out, settings, latent_channels * np.dtype(np_dtype).itemsize, overwrite)
+    done = {(e["split"], e["file"]) for e in entries}
+    failed: dict[str, str] = {}
+    recordings = (manifest_recordings(manifest, splits, rate, channels) if manifest is not None
+                  else shard_recordings(shards, list(splits or []), rate, channels, failed))
+    offset = sum(e["frames"] for e in entries)
+    resumed = len(entries)
+    with open(out / "latents.bin", "ab") as latents_file, open(out / JOURNAL_FILE, "a", newline="") as journal:
+        writer = csv.DictWriter(journal, fieldnames=JOURNAL_FIELDS)
+        if journal.tell() == 0:
+            writer.writeheader()
+        for recording in tqdm(recordings, desc="encoding audio"):
+            if (recording.split, recording.file) in done:
+                continue
             try:
-                audio = load_recording(row["path"], rate, channels)
-            except (AudioReadError, RuntimeError, OSError) as error:
-                failed[str(row["file"])] = str(error)
+                audio = recording.load()
+            except READ_ERRORS as error:
+                failed[recording.file] = str(error)
                 continue
             latent = encode_recording(encoder, audio, factor, min_samples, window)
             latents_file.write(latent.numpy().astype(np_dtype).tobytes())
-            items.append({"file": row["file"], "split": row["split"], "sci_name": row["sci_name"],
-                          "label": label_index[str(row["label"])], "offset": offset, "frames": latent.shape[0]})
+            latents_file.flush()  # the journal never names frames that are not on disk
+            entry = {"file": recording.file, "split": recording.split, "sci_name": recording.sci_name,
+                     "label": recording.label, "offset": offset, "frames": latent.shape[0]}
+            writer.writerow(entry)
+            journal.flush()
+            entries.append(entry)
+            done.add((recording.split, recording.file))
             offset += latent.shape[0]
-    latent_channels = int(model.encoder.out_channels)
     del model, encoder
+    if not entries:
+        raise ValueError(f"no recording could be encoded ({len(failed)} failed: {list(failed.items())[:3]})")
 
+    labels = sorted({str(e["label"]) for e in entries})
+    label_index = {label: i for i, label in enumerate(labels)}
     text = FrozenTextEncoder(text_encoder, max_length).to(device)
     text_offsets, token_count = [0], 0
     with open(out / "text_tokens.bin", "wb") as tokens_file:
@@ -112,14 +234,15 @@ def preencode(
     np.save(out / "text_offsets.npy", np.asarray(text_offsets, dtype=np.int64))
     (out / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
     with open(out / "items.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "split", "sci_name", "label", "offset", "frames"])
+        writer = csv.DictWriter(f, fieldnames=JOURNAL_FIELDS)
         writer.writeheader()
-        writer.writerows(items)
+        writer.writerows({**e, "label": label_index[str(e["label"])]} for e in entries)
     meta = {
         "latent_frames": offset, "latent_channels": latent_channels, "downsample_factor": factor,
         "sample_rate": rate, "channels": channels, "dtype": dtype, "text_encoder": str(text_encoder),
         "text_max_length": max_length, "text_features": text.features, "text_tokens": token_count,
-        "num_labels": len(labels), "num_items": len(items), "failed": failed, "diffae": str(diffae),
+        "num_labels": len(labels), "num_items": len(entries), "resumed_items": resumed, "failed": failed,
+        "diffae": str(diffae), "source": {k: v["path"] for k, v in source.items()},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -128,7 +251,9 @@ def preencode(
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="manifest CSV from python -m main.data.prepare")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="manifest CSV from python -m main.data.prepare")
+    source.add_argument("--shards", help="shard folder from python -m main.data.shard")
     parser.add_argument("--diffae", required=True, help="exported DiffAE (.safetensors) or DMAE checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--text-encoder", default="t5-base", help="hub name or local folder (default t5-base)")
@@ -139,12 +264,14 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="zero-pad shorter recordings to this length (use the training crop length)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     args = parser.parse_args(argv)
     meta = preencode(args.manifest, args.diffae, args.out, args.text_encoder, args.max_length, args.splits,
                      args.sample_rate, min_seconds=args.min_seconds, dtype=args.dtype,
-                     device=args.device)
+                     device=args.device, shards=args.shards, overwrite=args.overwrite)
     print(f"encoded {meta['num_items']} recordings ({meta['latent_frames']} latent frames) and "
-          f"{meta['num_labels']} labels into {args.out}; {len(meta['failed'])} files failed to read")
+          f"{meta['num_labels']} labels into {args.out} ({meta['resumed_items']} kept from an earlier run); "
+          f"{len(meta['failed'])} files failed to read")
     return meta
 
 

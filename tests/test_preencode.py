@@ -96,3 +96,64 @@ def test_cli_min_seconds_counts_at_the_exports_sample_rate(setup, text_encoder_p
     assert meta["sample_rate"] == 16000
     frames = {item["frames"] for item in PreencodedStore(tmp_path / "pre").items}
     assert frames == {16000 // 64}  # 1 s at 16 kHz = 250 frames (the old rate guess of 32 kHz gave 500)
+
+
+def _latents_by_file(folder) -> dict[str, torch.Tensor]:
+    store = PreencodedStore(folder)
+    return {item["file"]: store.latent(item["offset"], item["frames"]) for item in store.items}
+
+
+def test_preencoding_from_shards_equals_preencoding_from_the_manifest(setup, text_encoder_path, tmp_path):
+    from main.data.shards import write_shards
+
+    write_shards(setup["manifest"], tmp_path / "shards", max_clips_per_shard=3)
+    meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32,
+                     ("train", "valid"), min_samples=CROP, dtype="float32", device="cpu", shards=tmp_path / "shards")
+    from_manifest, from_shards = _latents_by_file(setup["out"]["float32"]), _latents_by_file(tmp_path / "pre")
+    assert meta["num_items"] == len(from_manifest) and not meta["failed"]
+    assert from_shards.keys() == from_manifest.keys()
+    for name, latent in from_manifest.items():  # 16-bit FLAC in the shards holds the same samples as the files
+        torch.testing.assert_close(from_shards[name], latent, rtol=0, atol=1e-6)
+    manifest_store, shard_store = PreencodedStore(setup["out"]["float32"]), PreencodedStore(tmp_path / "pre")
+    assert {i["file"]: manifest_store.labels[i["label"]] for i in manifest_store.items} == \
+        {i["file"]: shard_store.labels[i["label"]] for i in shard_store.items}
+
+
+def test_a_truncated_shard_is_counted_and_the_rest_encoded(setup, text_encoder_path, tmp_path):
+    from main.data.shards import split_shard_paths, write_shards
+
+    write_shards(setup["manifest"], tmp_path / "shards", splits=["train"], max_clips_per_shard=3, shuffle=False)
+    broken = split_shard_paths(tmp_path / "shards", "train")[0]
+    broken.write_bytes(broken.read_bytes()[:700])  # the first member's header and part of its audio
+    meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32, ("train",),
+                     min_samples=CROP, dtype="float32", device="cpu", shards=tmp_path / "shards")
+    train_items = [i for i in PreencodedStore(setup["out"]["float32"]).items if i["split"] == "train"]
+    assert str(broken) in meta["failed"]
+    assert meta["num_items"] == len(train_items) - 3
+
+
+def test_a_killed_preencoding_resumes_where_it_stopped(setup, text_encoder_path, tmp_path):
+    import shutil
+
+    full = setup["out"]["float32"]
+    out = tmp_path / "pre"
+    shutil.copytree(full, out)
+    # What a kill leaves: a journal of the first recordings, part of the next one's latents, no items/meta.
+    lines = (out / "encoded.csv").read_text().splitlines(keepends=True)
+    (out / "encoded.csv").write_text("".join(lines[:4]))
+    kept = PreencodedStore(full).items[:3]
+    row_bytes = 4 * PreencodedStore(full).meta["latent_channels"]
+    with open(out / "latents.bin", "r+b") as f:
+        f.truncate((kept[-1]["offset"] + kept[-1]["frames"] + 5) * row_bytes)
+    (out / "items.csv").unlink()
+    (out / "meta.json").unlink()
+    args = (setup["manifest"], setup["tmp"] / "diffae.safetensors", out, text_encoder_path, 32, ("train", "valid"))
+    meta = preencode(*args, min_samples=CROP, dtype="float32", device="cpu")
+    assert meta["resumed_items"] == 3 and meta["num_items"] == PreencodedStore(full).meta["num_items"]
+    resumed, expected = _latents_by_file(out), _latents_by_file(full)
+    assert resumed.keys() == expected.keys()
+    for name, latent in expected.items():
+        torch.testing.assert_close(resumed[name], latent, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="dtype"):  # other settings never mix into the same folder
+        preencode(*args, min_samples=CROP, dtype="float16", device="cpu")
+    assert preencode(*args, min_samples=CROP, dtype="float16", device="cpu", overwrite=True)["resumed_items"] == 0

@@ -41,7 +41,7 @@ class RunReport:
 
 
 def model_identity(path: PathLike) -> dict[str, Any]:
-    """Path, size and SHA-256 of a model file (recorded with the clips it made)."""
+    """Path, size and SHA-256 of a file (a model recorded with the clips it made, a data set it encoded)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")

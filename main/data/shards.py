@@ -595,7 +595,7 @@ class ShardedAudioDataset(CropReader, IterableDataset):
         path, expected = self.shard_paths[shard], self.shard_counts[shard]
         produced = 0
         try:
-            for key, members in _iter_tar_samples(path):
+            for key, members in iter_tar_samples(path):
                 if produced >= expected:
                     log.warning("%s holds more samples than its index entry (%d); ignoring the rest", path, expected)
                     break
@@ -645,6 +645,28 @@ class ShardedAudioDataset(CropReader, IterableDataset):
                                lambda error: _decode_with_fallback(payload, ext))
 
 
+def split_shard_paths(shards: PathLike, split: str) -> list[Path]:
+    """The tar shards of one split of a shard folder, in index order."""
+    root = Path(shards)
+    index = read_index(root)
+    root = root if root.is_dir() else root.parent
+    if split not in index["splits"]:
+        raise ValueError(f"split {split!r} is not in {root / INDEX_FILE} (splits: {sorted(index['splits'])})")
+    return [root / entry["path"] for entry in index["splits"][split]["shards"]]
+
+
+def decode_audio_member(members: dict[str, bytes]) -> tuple[np.ndarray, int]:
+    """The whole audio of one shard sample as float32 [frames, channels] and its rate."""
+    ext = next((e for e in members if e in _AUDIO_SUFFIXES), None)
+    if ext is None:
+        raise AudioReadError(f"no audio member (members: {sorted(members)})")
+    try:
+        data, rate = sf.read(io.BytesIO(members[ext]), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        data, rate = _decode_with_fallback(members[ext], ext)
+    return data, int(rate)
+
+
 def _decode_with_fallback(payload: bytes, ext: str) -> tuple[np.ndarray, int]:
     """Decode bytes libsndfile cannot open (e.g. m4a) through a temporary file and torchaudio."""
     with tempfile.TemporaryDirectory(prefix="shard-clip-") as folder:
@@ -653,7 +675,7 @@ def _decode_with_fallback(payload: bytes, ext: str) -> tuple[np.ndarray, int]:
         return read_audio(path)
 
 
-def _iter_tar_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_tar_samples(path: PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) per sample of a tar, read as a stream; members of a key must be adjacent."""
     current: Optional[str] = None
     members: dict[str, bytes] = {}
