@@ -39,6 +39,7 @@ DIFFAE_CONFIG: dict[str, Any] = dict(
     stft_hop_length=256,
     latent_channels=32,
     inject_depth=4,
+    lt_init="random",  # or "fourier": start the learned transform as a sine-windowed DFT (see init_lt_fourier_)
 )
 
 # The seed's DiffGen: text-conditional latent U-Net with cross-attention on t5-base embeddings and CFG.
@@ -94,8 +95,41 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
         ),
         inject_depth=c["inject_depth"],
     )
+    if c["lt_init"] == "fourier":
+        init_lt_fourier_(model, c["lt_num_filters"], c["lt_window_length"], c["lt_stride"])
+    elif c["lt_init"] != "random":
+        raise ValueError(f"model.lt_init must be 'random' or 'fourier', got {c['lt_init']!r}")
     model.config = c
     return model
+
+
+def fourier_frame(window_length: int) -> Tensor:
+    """[window_length, window_length] filters: an orthonormal real DFT basis times a sine window, a tight frame
+    (perfect reconstruction by overlap-add of the same filters) at hop window_length / 2."""
+    n = torch.arange(window_length, dtype=torch.float64)
+    rows = [torch.full_like(n, window_length ** -0.5)]
+    for k in range(1, window_length // 2):
+        angle = 2 * math.pi * k * n / window_length
+        rows += [math.sqrt(2 / window_length) * torch.cos(angle), math.sqrt(2 / window_length) * torch.sin(angle)]
+    rows.append(torch.cos(math.pi * n) * window_length ** -0.5)
+    window = torch.sin(math.pi * (n + 0.5) / window_length)
+    return (torch.stack(rows) * window).float()
+
+
+@torch.no_grad()
+def init_lt_fourier_(diffae: DiffusionAE, num_filters: int, window_length: int, stride: int) -> None:
+    """Start the LT plugin's learned transform (its analysis conv and synthesis transposed conv) as a windowed
+    DFT of each audio channel. From random filters a tone above a few kHz looks like fast, aliased change between
+    frames and the U-Net learns it last; in a DFT frame every frequency is a slowly varying channel."""
+    if num_filters != window_length or stride * 2 != window_length or window_length % 2:
+        raise ValueError("model.lt_init=fourier needs lt_num_filters == lt_window_length == 2 * lt_stride (got "
+                         f"{num_filters}, {window_length}, {stride})")
+    analysis, synthesis = diffae.net.blocks[0], diffae.net.blocks[1]
+    frame = fourier_frame(window_length)
+    for weight in (analysis.weight, synthesis.weight):  # [channels * filters, channels, window] for both
+        weight.zero_()
+        for channel in range(weight.shape[1]):
+            weight[channel * num_filters:(channel + 1) * num_filters, channel] = frame
 
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:

@@ -40,6 +40,31 @@ def test_unknown_model_key_is_named():
         build_diffae(chanels=[1])
 
 
+def test_fourier_lt_init_reconstructs_audio_before_training(tiny_diffae_config):
+    config = {**tiny_diffae_config, "lt_num_filters": 32, "lt_window_length": 32, "lt_stride": 16,
+              "channels": [64, 32, 32], "lt_init": "fourier"}
+    model = build_diffae(**config)
+    analysis, synthesis = model.net.blocks[0], model.net.blocks[1]
+    audio = torch.randn(2, 2, 4096)
+    with torch.no_grad():
+        coefficients = analysis(audio)
+        torch.testing.assert_close(synthesis(coefficients)[..., 32:-32], audio[..., 32:-32], rtol=0, atol=1e-5)
+        # A tone lives in the DFT channels of its frequency: 4 kHz at 16 kHz is bin 8 of 32 (rows 15 and 16);
+        # the sine window leaks into the neighbouring bins 7 and 9 (rows 13 to 18) only.
+        tone = torch.sin(2 * torch.pi * 4000 * torch.arange(4096) / 16000).expand(1, 2, -1)
+        energy = analysis(tone)[0, :32, 4:-4].pow(2).mean(-1)
+    assert int(energy.argmax()) in (15, 16) and energy[13:19].sum() > 0.99 * energy.sum()
+    random = build_diffae(**{**config, "lt_init": "random"})
+    assert not torch.allclose(random.net.blocks[0].weight, analysis.weight)
+
+
+def test_fourier_lt_init_names_the_keys_it_needs(tiny_diffae_config):
+    with pytest.raises(ValueError, match="lt_num_filters == lt_window_length"):
+        build_diffae(**{**tiny_diffae_config, "lt_init": "fourier"})  # 8 filters, window 32
+    with pytest.raises(ValueError, match="lt_init"):
+        build_diffae(**{**tiny_diffae_config, "lt_init": "dct"})
+
+
 def test_ddim_matches_library_vsampler():
     torch.manual_seed(0)
     model = DiffusionModel(net_t=UNetV0, in_channels=2, channels=[8, 16], factors=[1, 2], items=[1, 1],
