@@ -131,7 +131,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--fast", action="store_true", help="tiny models, a few steps (smoke test)")
-    parser.add_argument("--dmae-minutes", type=float, default=9.0)
+    parser.add_argument("--dmae-minutes", type=float, default=8.5)
     parser.add_argument("--diffgen-minutes", type=float, default=5.5)
     parser.add_argument("--curve-points", type=int, default=3,
                         help="earlier checkpoints per stage evaluated for the accuracy-vs-minutes curve (0 = none)")

@@ -140,8 +140,10 @@ def plot_confusion(knn: Mapping[str, Any], path: PathLike, title: str) -> Path:
 
 
 def plot_spectrogram_grid(pairs: Sequence[tuple[str, Optional[str], str]], path: PathLike,
-                          sample_rate: int = 32000, max_seconds: float = 10.0) -> Path:
-    """Rows of (species, real file or None, generated file): spectrograms side by side, real left."""
+                          sample_rate: Optional[int] = None, max_seconds: float = 10.0) -> Path:
+    """Rows of (species, real file or None, generated file): spectrograms side by side, real left; each file
+    at its own rate unless `sample_rate` is given (resampling up would draw the resampler's images above the
+    original Nyquist frequency)."""
     import torch
 
     from main.audio import log_spectrogram
@@ -155,11 +157,11 @@ def plot_spectrogram_grid(pairs: Sequence[tuple[str, Optional[str], str]], path:
                 ax.axis("off")
                 ax.set_title(f"{kind}: none for {species}", fontsize=8)
                 continue
-            audio, _ = load_audio(file, sample_rate)
-            audio = audio[: int(max_seconds * sample_rate)]
+            audio, rate = load_audio(file, sample_rate)
+            audio = audio[: int(max_seconds * rate)]
             spec = log_spectrogram(torch.from_numpy(audio)[None]).numpy()
             ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=float(spec.max()) - 80,
-                      extent=(0.0, len(audio) / sample_rate, 0.0, sample_rate / 2000))
+                      extent=(0.0, len(audio) / rate, 0.0, rate / 2000))
             ax.set_title(f"{kind}: {species} ({Path(file).name})", fontsize=8)
             ax.set_ylabel("kHz", fontsize=7)
             ax.tick_params(labelsize=6)
