@@ -6,7 +6,7 @@
 
 Every stage is the command a GPU user runs at full scale (`train.py`, `main.export`, `main.preencode`,
 `main.analysis`), only with the small `*_demo` (or `*_tiny`) experiment configs. DiffGen trains from pre-encoded
-latents and text embeddings (`exp=diffgen_*_preencoded`): ~1.5x the steps of on-the-fly encoding on 2 CPU cores.
+latents and text embeddings (`exp=diffgen_*_preencoded`): ~1.4x the steps of on-the-fly encoding on 2 CPU cores.
 Clips are evaluated at the recordings' full length (3 s), the length of the real clips the kNN is fitted on.
 """
 

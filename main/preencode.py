@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -132,8 +133,12 @@ def _resume_journal(out: Path, settings: dict[str, Any], row_bytes: int, overwri
                          f"pass --overwrite (overwrite=True) to start over, or choose another --out")
     entries = []
     if journal_path.is_file():
-        with open(journal_path, newline="") as f:
-            entries = [dict(r, offset=int(r["offset"]), frames=int(r["frames"])) for r in csv.DictReader(f)]
+        text = journal_path.read_text()
+        if not text.endswith("\n"):  # a row cut off by the kill: that recording is encoded again
+            text = text[: text.rfind("\n") + 1]
+            journal_path.write_text(text)
+        entries = [dict(r, offset=int(r["offset"]), frames=int(r["frames"]))
+                   for r in csv.DictReader(io.StringIO(text))]
     frames = sum(e["frames"] for e in entries)
     if entries and entries[-1]["offset"] + entries[-1]["frames"] != frames:
         raise ValueError(f"{journal_path} is inconsistent; pass --overwrite to start over")

@@ -140,7 +140,7 @@ def test_a_killed_preencoding_resumes_where_it_stopped(setup, text_encoder_path,
     shutil.copytree(full, out)
     # What a kill leaves: a journal of the first recordings, part of the next one's latents, no items/meta.
     lines = (out / "encoded.csv").read_text().splitlines(keepends=True)
-    (out / "encoded.csv").write_text("".join(lines[:4]))
+    (out / "encoded.csv").write_text("".join(lines[:4]) + lines[4][:-9])  # and half a row of the 4th
     kept = PreencodedStore(full).items[:3]
     row_bytes = 4 * PreencodedStore(full).meta["latent_channels"]
     with open(out / "latents.bin", "r+b") as f:
