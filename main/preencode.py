@@ -34,16 +34,14 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torchaudio
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from main.analysis.generate import model_identity
 from main.data.audio import AudioReadError
-from main.data.cropping import to_channels
-from main.data.datamodule import load_recording
+from main.data.datamodule import load_recording, recording_tensor
 from main.data.manifest import read_manifest
-from main.data.shards import decode_audio_member, iter_tar_samples, split_shard_paths
+from main.data.shards import decode_audio_member, iter_tar_samples, split_shards
 from main.models import load_model, resolve_device
 from main.text import FrozenTextEncoder
 
@@ -82,7 +80,7 @@ def shard_recordings(shards: PathLike, splits: Sequence[str], rate: int, channel
     """The recordings stored in the tar shards of `splits`, read in index order; an unreadable shard (or the
     rest of a truncated one) is recorded in `failed` under the shard's path."""
     for split in splits:
-        for path in split_shard_paths(shards, split):
+        for path, _ in split_shards(shards, split):
             try:
                 for key, members in iter_tar_samples(path):
                     try:
@@ -92,17 +90,10 @@ def shard_recordings(shards: PathLike, splits: Sequence[str], rate: int, channel
                         continue
                     yield Recording(str(info.get("file") or key), str(info.get("split") or split),
                                     str(info.get("sci_name", "")), str(info["label"]),
-                                    lambda members=members: _decode_shard_audio(members, rate, channels))
+                                    lambda members=members: recording_tensor(*decode_audio_member(members), rate,
+                                                                             channels))
             except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
                 failed[str(path)] = f"unreadable shard ({error})"
-
-
-def _decode_shard_audio(members: dict[str, bytes], rate: int, channels: int) -> Tensor:
-    data, source_rate = decode_audio_member(members)
-    audio = torch.from_numpy(np.ascontiguousarray(data.T))
-    if source_rate != rate:
-        audio = torchaudio.functional.resample(audio, source_rate, rate)
-    return to_channels(audio, channels)
 
 
 @torch.no_grad()
@@ -139,9 +130,11 @@ def _resume_journal(out: Path, settings: dict[str, Any], row_bytes: int, overwri
             journal_path.write_text(text)
         entries = [dict(r, offset=int(r["offset"]), frames=int(r["frames"]))
                    for r in csv.DictReader(io.StringIO(text))]
-    frames = sum(e["frames"] for e in entries)
-    if entries and entries[-1]["offset"] + entries[-1]["frames"] != frames:
-        raise ValueError(f"{journal_path} is inconsistent; pass --overwrite to start over")
+    frames = 0
+    for entry in entries:  # recordings lie back to back in journal order
+        if entry["offset"] != frames:
+            raise ValueError(f"{journal_path} is inconsistent; pass --overwrite to start over")
+        frames += entry["frames"]
     size = latents_path.stat().st_size if latents_path.is_file() else 0
     if size < frames * row_bytes:
         raise ValueError(f"{latents_path} is shorter than {journal_path} records; pass --overwrite to start over")

@@ -120,10 +120,10 @@ def test_preencoding_from_shards_equals_preencoding_from_the_manifest(setup, tex
 
 
 def test_a_truncated_shard_is_counted_and_the_rest_encoded(setup, text_encoder_path, tmp_path):
-    from main.data.shards import split_shard_paths, write_shards
+    from main.data.shards import split_shards, write_shards
 
     write_shards(setup["manifest"], tmp_path / "shards", splits=["train"], max_clips_per_shard=3, shuffle=False)
-    broken = split_shard_paths(tmp_path / "shards", "train")[0]
+    broken = split_shards(tmp_path / "shards", "train")[0][0]
     broken.write_bytes(broken.read_bytes()[:700])  # the first member's header and part of its audio
     meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32, ("train",),
                      min_samples=CROP, dtype="float32", device="cpu", shards=tmp_path / "shards")

@@ -44,7 +44,11 @@ Item = Optional[dict[str, Any]]
 
 def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
     """A whole recording as float32 [channels, samples] at `sample_rate`."""
-    data, rate = read_audio(path)
+    return recording_tensor(*read_audio(path), sample_rate, channels)
+
+
+def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: int) -> Tensor:
+    """Decoded audio [frames, channels] at `rate` as float32 [channels, samples] at `sample_rate`."""
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
     if rate != sample_rate:
         audio = torchaudio.functional.resample(audio, rate, sample_rate)

@@ -473,16 +473,10 @@ class ShardedAudioDataset(CropReader, IterableDataset):
             raise ValueError("give both rank and world_size, or neither")
         if world_size is not None and not 0 <= int(rank) < int(world_size):  # type: ignore[arg-type]
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
-        root = Path(shards)
-        self.root = root if root.is_dir() else root.parent
-        self.index = read_index(root)
-        if split not in self.index["splits"]:
-            raise ValueError(f"split {split!r} is not in {self.root / INDEX_FILE} "
-                             f"(splits: {sorted(self.index['splits'])})")
         self.split = split
-        entries = self.index["splits"][split]["shards"]
-        self.shard_paths: list[str] = [str(self.root / e["path"]) for e in entries]
-        self.shard_counts: list[int] = [int(e["clips"]) for e in entries]
+        entries = split_shards(shards, split)
+        self.shard_paths: list[str] = [str(path) for path, _ in entries]
+        self.shard_counts: list[int] = [clips for _, clips in entries]
         self.random_crop = random_crop
         self.with_text = with_text
         self.with_key = with_key
@@ -609,9 +603,7 @@ class ShardedAudioDataset(CropReader, IterableDataset):
     def _make_item(self, key: str, members: dict[str, bytes], epoch: int, repeat: int, shard: str) -> Item:
         """Decode one sample; None (with a warning) when it fails."""
         try:
-            ext = next((e for e in members if e in _AUDIO_SUFFIXES), None)
-            if ext is None:
-                raise AudioReadError(f"no audio member (members: {sorted(members)})")
+            ext = audio_member(members)
             label = None
             if self.with_text:
                 if "json" not in members:
@@ -645,21 +637,27 @@ class ShardedAudioDataset(CropReader, IterableDataset):
                                lambda error: _decode_with_fallback(payload, ext))
 
 
-def split_shard_paths(shards: PathLike, split: str) -> list[Path]:
-    """The tar shards of one split of a shard folder, in index order."""
+def split_shards(shards: PathLike, split: str) -> list[tuple[Path, int]]:
+    """(tar path, clip count) of each shard of one split of a shard folder (or its index.json), in index order."""
     root = Path(shards)
     index = read_index(root)
     root = root if root.is_dir() else root.parent
     if split not in index["splits"]:
         raise ValueError(f"split {split!r} is not in {root / INDEX_FILE} (splits: {sorted(index['splits'])})")
-    return [root / entry["path"] for entry in index["splits"][split]["shards"]]
+    return [(root / entry["path"], int(entry["clips"])) for entry in index["splits"][split]["shards"]]
+
+
+def audio_member(members: dict[str, bytes]) -> str:
+    """The extension of a shard sample's audio member."""
+    ext = next((e for e in members if e in _AUDIO_SUFFIXES), None)
+    if ext is None:
+        raise AudioReadError(f"no audio member (members: {sorted(members)})")
+    return ext
 
 
 def decode_audio_member(members: dict[str, bytes]) -> tuple[np.ndarray, int]:
     """The whole audio of one shard sample as float32 [frames, channels] and its rate."""
-    ext = next((e for e in members if e in _AUDIO_SUFFIXES), None)
-    if ext is None:
-        raise AudioReadError(f"no audio member (members: {sorted(members)})")
+    ext = audio_member(members)
     try:
         data, rate = sf.read(io.BytesIO(members[ext]), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError):
