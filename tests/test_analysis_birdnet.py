@@ -63,6 +63,40 @@ def test_confidences_and_embeddings_equal_the_librarys_own_calls(data):
     assert ours.confidences.min() >= 3.0e-7 and ours.confidences.max() <= 1.0
 
 
+def test_files_of_mixed_length_in_one_call_equal_scoring_them_one_by_one(data, tmp_path):
+    """The library pads short files with masked chunks whose species ids are placeholders (> 6522); 7 s, 5 s and
+    2.5 s recordings scored together must equal each scored alone (this used to raise IndexError)."""
+    from main.analysis.birdnet import BirdNet
+    from main.data.synthetic import synthesize_recording
+
+    paths = []
+    for species, seconds in ((0, 7.0), (4, 5.0), (9, 2.5)):
+        path = tmp_path / f"mixed_{species}.wav"
+        sf.write(str(path), synthesize_recording(species, np.random.default_rng(species), seconds, 32000, 2), 32000)
+        paths.append(str(path))
+    together = BirdNet(cache_dir=tmp_path / "together", show_progress=False).score(paths)
+    assert together.chunks.tolist() == [3, 2, 1]
+    alone = BirdNet(cache_dir=tmp_path / "alone", show_progress=False)
+    for i, path in enumerate(paths):
+        single = alone.score([path])
+        np.testing.assert_allclose(together.confidences[i], single.confidences[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together.embeddings[i], single.embeddings[0], rtol=1e-5, atol=1e-6)
+
+
+def test_dense_confidences_ignores_masked_placeholder_ids():
+    from main.analysis.birdnet import dense_confidences
+
+    ids = np.array([[[2, 0, 1], [65535, 61793, 7]]])  # second chunk: padding, placeholder ids
+    probs = np.array([[[0.9, 0.5, 0.1], [0.0, 0.0, 0.0]]], dtype=np.float32)
+    masked = np.array([[[False, False, False], [True, True, True]]])
+    dense, chunk_mask = dense_confidences(ids, probs, masked)
+    assert chunk_mask.tolist() == [[False, True]]
+    np.testing.assert_allclose(dense[0, 0], [0.5, 0.1, 0.9])
+    np.testing.assert_array_equal(dense[0, 1], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="species ids"):
+        dense_confidences(np.array([[[5]]]), np.array([[[0.5]]], dtype=np.float32), np.array([[[False]]]))
+
+
 def test_results_are_cached_by_file_content(data, tmp_path):
     birdnet, a = data["birdnet"], data["draws"]["a"]
     copy = tmp_path / "renamed.flac"

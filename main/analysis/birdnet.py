@@ -279,12 +279,21 @@ def dense_confidences(
     species_ids: np.ndarray, species_probs: np.ndarray, species_masked: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The library's per-chunk (ids, probs) sorted by confidence turned into [files, chunks, species] in label
-    order, plus the padding-chunk mask [files, chunks]."""
+    order, plus the padding-chunk mask [files, chunks].
+
+    When one call holds files with different numbers of chunks, the library pads the shorter files with chunks
+    whose entries are masked and whose ids are placeholders (seen: up to 65535): only unmasked entries are used.
+    """
     ids = np.asarray(species_ids).astype(np.int64)
     probs = np.asarray(species_probs, dtype=np.float32)
+    masked = np.broadcast_to(np.asarray(species_masked, dtype=bool), ids.shape)
     dense = np.zeros(probs.shape, dtype=np.float32)
-    np.put_along_axis(dense, ids, probs, axis=-1)
-    return dense, np.asarray(species_masked).all(-1)
+    file_index, chunk_index, rank = np.nonzero(~masked)
+    species = ids[file_index, chunk_index, rank]
+    if species.size and (species.min() < 0 or species.max() >= probs.shape[-1]):
+        raise ValueError(f"BirdNET returned species ids outside 0..{probs.shape[-1] - 1} for unmasked entries")
+    dense[file_index, chunk_index, species] = probs[file_index, chunk_index, rank]
+    return dense, masked.all(-1)
 
 
 def score_files(paths: Iterable[PathLike], **kwargs: Any) -> BirdNetScores:
