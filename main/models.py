@@ -40,6 +40,10 @@ DIFFAE_CONFIG: dict[str, Any] = dict(
     latent_channels=32,
     inject_depth=4,
     lt_init="random",  # or "fourier": start the learned transform as a sine-windowed DFT (see init_lt_fourier_)
+    # The decoder diffuses audio * data_scale and decoding divides by it. Quiet audio (bird recordings sit near
+    # -20 dBFS RMS) under unit noise spends most noise levels where no signal is visible; a scale that brings the
+    # clips to ~0.5 RMS trains the decoder where it matters (BENCHMARKS.md, "Decoder data scale").
+    data_scale=1.0,
 )
 
 # The seed's DiffGen: text-conditional latent U-Net with cross-attention on t5-base embeddings and CFG.
@@ -95,6 +99,8 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
         ),
         inject_depth=c["inject_depth"],
     )
+    if not c["data_scale"] > 0:
+        raise ValueError(f"model.data_scale must be > 0, got {c['data_scale']!r}")
     if c["lt_init"] == "fourier":
         init_lt_fourier_(model, c["lt_num_filters"], c["lt_window_length"], c["lt_stride"])
     elif c["lt_init"] != "random":
@@ -358,7 +364,13 @@ def decode_latent(
         noise = torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device,
                             dtype=latent.dtype, generator=generator)
     channels = [None] * diffae.inject_depth + [latent]
-    return run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
+    audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
+    return audio / diffae_data_scale(diffae)
+
+
+def diffae_data_scale(diffae: nn.Module) -> float:
+    """The factor between audio and what the DiffAE decoder diffuses (1.0 for models without one)."""
+    return float(getattr(diffae, "config", {}).get("data_scale", 1.0))
 
 
 class CombinedSampler(nn.Module):

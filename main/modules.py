@@ -25,6 +25,7 @@ from main.models import (
     build_diffae,
     build_diffgen,
     decode_latent,
+    diffae_data_scale,
     diffgen_velocity,
     generate_latent,
     get_default_diffae,
@@ -254,7 +255,8 @@ class DMAE(EMADiffusionModule):
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
         channels = [None] * model.inject_depth + [model.encode(audio)]
-        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio, self.loss_sigmas(training))
+        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
+                                self.loss_sigmas(training))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import os
 import signal
 import subprocess
@@ -200,3 +202,10 @@ def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     assert "generated_0.wav" in previews and "generated_0.png" in previews
     metrics = (tmp_path / "run/csv/version_0/metrics.csv").read_text()
     assert "train/loss" in metrics and "valid/loss" in metrics
+    # the latent species probe (exp's callbacks.latent_species) logged text adherence at step 4
+    import csv
+
+    rows = [r for r in csv.DictReader(io.StringIO(metrics)) if r.get("valid/latent_species_top1")]
+    assert [int(r["step"]) for r in rows] == [4]
+    assert 0.0 <= float(rows[0]["valid/latent_species_top1"]) <= 1.0
+    assert 0.0 <= float(rows[0]["valid/latent_species_top1_real"]) <= 1.0

@@ -388,6 +388,25 @@ class BirdSoundDataModule(pl.LightningDataModule):
             raise ValueError(f"{key}: split {split!r} of {self.manifest_path} is empty (splits present: {present})")
         return dataset
 
+    def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
+                      seed: int = 0) -> list[dict[str, Any]]:
+        """Start crops of up to `per_species` recordings per species of `split` with their 'text' and 'sci_name'
+        (what `main.callbacks.LatentSpeciesCallback` fits and prompts with); unreadable files are left out."""
+        from main.analysis.latent_species import select_per_species
+
+        if self.manifest is None and self.shards is not None:
+            raise ValueError("the latent species probe reads recordings through datamodule.manifest; set it "
+                             "next to datamodule.shards")
+        dataset = AudioDataset(self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
+                               random_crop=False, with_text=True, seed=self.seed,
+                               loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs)
+        items = []
+        for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
+            item = dataset[index]
+            if item is not None:
+                items.append({**item, "sci_name": dataset.sci_names[index]})
+        return items
+
     def setup(self, stage: Optional[str] = None) -> None:
         """Build the datasets a stage needs ('fit': train+val, 'validate': val, 'test'/'predict': test)."""
         self._check_config()

@@ -151,6 +151,17 @@ class LatentDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                           collate_fn=collate_latents, drop_last=drop_last, persistent_workers=workers > 0)
 
+    def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
+                      seed: int = 0) -> list[dict[str, Any]]:
+        """Start crops of up to `per_species` recordings per species of `split` with their cached text embedding,
+        'text' and 'sci_name' (what `main.callbacks.LatentSpeciesCallback` fits and prompts with)."""
+        from main.analysis.latent_species import select_per_species
+
+        dataset = LatentDataset(self.store, split, self.latent_length, random_crop=False, seed=self.hparams.seed)
+        names = [str(item.get("sci_name", "")) for item in dataset.items]
+        return [{**dataset[i], "sci_name": names[i]} for i in select_per_species(names, per_species, max_species,
+                                                                                 seed)]
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled (epoch-seeded) random latent crops of the training split."""
         dataset = self._dataset(self.hparams.train_split, train=True)

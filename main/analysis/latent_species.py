@@ -1,0 +1,142 @@
+"""Text adherence measured where the text acts: a species classifier on DiffAE latents.
+
+DiffGen turns text into DiffAE latents; whether a generated latent belongs to the prompted species can be told
+before any audio is decoded. `LatentSpeciesClassifier` is fitted on the latents of real training recordings
+(pooled statistics per latent channel: mean, standard deviation and mean absolute frame-to-frame change,
+standardised) and scores generated latents. It is cheap enough to run inside training
+(`main.callbacks.LatentSpeciesCallback` logs `valid/latent_species_top1`) and is part of every evaluation
+(`python -m main.analysis generate` writes `latent_species.json` next to the clips).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+METHODS = ("ridge", "centroid")
+
+
+def pooled_latent_features(latent: Tensor) -> Tensor:
+    """[batch, channels, frames] -> [batch, 3 * channels]: per-channel mean, standard deviation and mean absolute
+    difference between neighbouring frames (how fast the channel changes)."""
+    if latent.ndim != 3:
+        raise ValueError(f"expected latents [batch, channels, frames], got shape {tuple(latent.shape)}")
+    latent = latent.float()
+    change = (latent[..., 1:] - latent[..., :-1]).abs().mean(-1) if latent.shape[-1] > 1 else latent[..., 0] * 0
+    return torch.cat([latent.mean(-1), latent.std(-1, unbiased=False), change], dim=1)
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion successes / total; (0, 1) when total is 0."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class LatentSpeciesClassifier:
+    """Species from pooled latent statistics: a ridge-regression (one-vs-rest) linear probe or nearest centroid."""
+
+    species: list[str]
+    mean: Tensor
+    scale: Tensor
+    weights: Tensor  # ridge: [features + 1, species]; centroid: [species, features]
+    method: str = "ridge"
+
+    @classmethod
+    def fit(cls, latents: Tensor, species: Sequence[str], method: str = "ridge",
+            ridge: float = 1.0) -> "LatentSpeciesClassifier":
+        """Fit on real latents [N, C, T] (or pooled features [N, F]) labelled with `species`."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        features = latents if latents.ndim == 2 else pooled_latent_features(latents)
+        if len(species) != features.shape[0]:
+            raise ValueError(f"{features.shape[0]} latents but {len(species)} species labels")
+        names = sorted(set(species))
+        if len(names) < 2:
+            raise ValueError(f"a species classifier needs at least 2 species, got {names}")
+        features = features.double()
+        mean = features.mean(0)
+        scale = features.std(0, unbiased=False).clamp_min(1e-6)
+        x = (features - mean) / scale
+        index = torch.tensor([names.index(s) for s in species])
+        if method == "centroid":
+            weights = torch.stack([x[index == i].mean(0) for i in range(len(names))])
+        else:
+            x1 = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+            target = torch.nn.functional.one_hot(index, len(names)).double()
+            gram = x1.T @ x1 + ridge * torch.eye(x1.shape[1], dtype=x.dtype)
+            weights = torch.linalg.solve(gram, x1.T @ target)
+        return cls(names, mean.float(), scale.float(), weights.float(), method)
+
+    def scores(self, latents: Tensor) -> Tensor:
+        """Class scores [N, species] (higher = more likely) of latents [N, C, T] or features [N, F]."""
+        features = latents if latents.ndim == 2 else pooled_latent_features(latents)
+        x = (features.float().cpu() - self.mean) / self.scale
+        if self.method == "centroid":
+            return -torch.cdist(x, self.weights)
+        return torch.cat([x, torch.ones(x.shape[0], 1)], dim=1) @ self.weights
+
+    def predict(self, latents: Tensor) -> list[str]:
+        """The most likely species of each latent."""
+        return [self.species[i] for i in self.scores(latents).argmax(1).tolist()]
+
+    def evaluate(self, latents: Tensor, species: Sequence[str]) -> dict[str, Any]:
+        """Top-1 accuracy against `species` with its 95% Wilson interval, per-species accuracy and predictions."""
+        predicted = self.predict(latents)
+        if len(predicted) != len(species):
+            raise ValueError(f"{len(predicted)} latents but {len(species)} species labels")
+        correct = [p == s for p, s in zip(predicted, species)]
+        low, high = wilson_interval(sum(correct), len(correct))
+        per_species: dict[str, list[int]] = {}
+        for s, ok in zip(species, correct):
+            per_species.setdefault(str(s), []).append(int(ok))
+        return {
+            "accuracy": sum(correct) / len(correct) if correct else float("nan"),
+            "ci95": [low, high],
+            "n": len(correct),
+            "n_species": len(self.species),
+            "chance": 1.0 / len(self.species),
+            "method": self.method,
+            "per_species": {s: sum(v) / len(v) for s, v in sorted(per_species.items())},
+            "predicted": predicted,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """A plain description (tensors and names) that `from_state_dict` restores."""
+        return {"species": list(self.species), "mean": self.mean, "scale": self.scale, "weights": self.weights,
+                "method": self.method}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "LatentSpeciesClassifier":
+        """Inverse of `state_dict`."""
+        return cls(list(state["species"]), state["mean"], state["scale"], state["weights"], str(state["method"]))
+
+
+def select_per_species(sci_names: Sequence[str], per_species: int, max_species: int | None = None,
+                       seed: int = 0) -> list[int]:
+    """Indices of up to `per_species` items of each species (seeded choice), for the `max_species` most frequent
+    species (all when None; ties broken by name), in species order."""
+    if per_species < 1:
+        raise ValueError(f"per_species must be >= 1, got {per_species}")
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(sci_names):
+        groups.setdefault(str(name), []).append(i)
+    names = sorted(groups, key=lambda n: (-len(groups[n]), n))
+    if max_species is not None:
+        names = names[:max_species]
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen: list[int] = []
+    for name in sorted(names):
+        members = groups[name]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        chosen += sorted(members[j] for j in order[:per_species])
+    return chosen
