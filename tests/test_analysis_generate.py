@@ -43,6 +43,14 @@ def test_generate_end_to_end_seeded_and_resumable(tmp_path, tiny_exports, manife
     info = sf.info(str(out / rows[0]["file"]))
     assert (info.samplerate, info.frames, info.channels) == (16000, 8000, 2)
     audio = {r["file"]: (out / r["file"]).read_bytes() for r in rows}
+    # each clip's DiffGen latent is kept and scored by the latent species probe against its prompt
+    from main.analysis.generate import latent_path
+
+    assert np.load(latent_path(out, rows[0]["file"])).shape == (8, settings["latent_length"])
+    probe = json.loads((out / "latent_species.json").read_text())
+    assert probe["generated"]["n"] == 5 and 0.0 <= probe["generated"]["accuracy"] <= 1.0
+    assert probe["generated"]["ci95"][0] <= probe["generated"]["accuracy"] <= probe["generated"]["ci95"][1]
+    assert probe["real"]["n"] >= 1 and probe["n_reference"] > 0 and probe["cfg_scale"] == 2.5
 
     # Resuming: nothing new; then two clips deleted and regenerated in other batches give the same audio.
     again = _generate(tiny_exports, manifest, out, "--batch-size", "2")

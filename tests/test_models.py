@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import math
+
 import pytest
 import torch
 from audio_diffusion_pytorch import DiffusionModel, UNetV0, VSampler
@@ -224,3 +226,36 @@ def test_from_pretrained_offline_hub_name_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineModelError, match="someone/bird-model"):
         CombinedSampler.from_pretrained("someone/bird-model")
+
+
+def test_data_scale_trains_on_scaled_audio_and_decoding_undoes_it(tiny_diffae_config, tmp_path):
+    """model.data_scale: the DMAE loss diffuses audio * scale and `decode_latent` divides by it; the setting
+    travels with the export."""
+    from main.models import decode_latent, diffae_data_scale, load_model
+    from main.modules import DMAE
+    from tests.conftest import save_export
+
+    torch.manual_seed(0)
+    plain = build_diffae(**tiny_diffae_config)
+    scaled = build_diffae(**{**tiny_diffae_config, "data_scale": 4.0})
+    scaled.load_state_dict(plain.state_dict())
+    assert diffae_data_scale(plain) == 1.0 and diffae_data_scale(scaled) == 4.0
+    latent = torch.randn(2, 8, 4)
+    noise = torch.randn(2, 2, 256)
+    torch.testing.assert_close(decode_latent(scaled, latent, 3, "ddim", noise=noise),
+                               decode_latent(plain, latent, 3, "ddim", noise=noise) / 4.0)
+    module = DMAE(model={**tiny_diffae_config, "data_scale": 4.0}, sample_rate=16000)
+    seen = []
+    module.model.net.forward = lambda x, s, channels: seen.append(x) or torch.zeros_like(x)
+    audio = 0.1 * torch.randn(2, 2, 8192)
+    torch.manual_seed(1)
+    module.diffusion_loss(module.model, {"audio": audio}, training=True)
+    torch.manual_seed(1)
+    sigma = torch.rand(2)
+    noise = torch.randn_like(audio)
+    angle = (sigma * math.pi / 2)[:, None, None]
+    torch.testing.assert_close(seen[0], torch.cos(angle) * audio * 4.0 + torch.sin(angle) * noise)
+    save_export(scaled, tmp_path / "scaled", {"kind": "diffae", "model": scaled.config, "sample_rate": 16000})
+    assert diffae_data_scale(load_model(tmp_path / "scaled.safetensors", "diffae")[0]) == 4.0
+    with pytest.raises(ValueError, match="data_scale"):
+        build_diffae(**{**tiny_diffae_config, "data_scale": 0.0})

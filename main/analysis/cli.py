@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
     _add_sampling(gen)
     gen.add_argument("--overwrite", action="store_true", help="regenerate every clip")
+    gen.add_argument("--no-latent-probe", action="store_true",
+                     help="skip scoring the generated latents with the latent species classifier "
+                          "(latent_species.json)")
 
     rec = sub.add_parser("reconstruct", help="encode + decode real clips with a DiffAE")
     rec.add_argument("--diffae", type=Path, required=True)
@@ -122,11 +125,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--split", default="test")
     rep.add_argument("--test-per-species", type=_optional_count, help="cap the real test clips per species")
     rep.add_argument("--reconstructions", type=Path, help="folder written by `reconstruct`")
+    rep.add_argument("--also", action="append", default=[], metavar="NAME=FOLDER",
+                     help="another folder of generated clips to compare, e.g. 'generated (CFG 1)=eval/cfg1' "
+                          "(repeatable)")
     rep.add_argument("--sweep", type=Path, help="folder (or sweep.json) written by `sweep`")
     rep.add_argument("--out", type=Path, required=True)
     rep.add_argument("--spectrograms", type=int, default=4, help="prompts in the spectrogram grid (default 4)")
     _add_evaluation(rep)
     return parser
+
+
+def _named_folders(values: Sequence[str]) -> dict[str, Path]:
+    """'NAME=FOLDER' arguments as {name: folder}."""
+    out = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise SystemExit(f"--also expects NAME=FOLDER, got {value!r}")
+        out[name] = Path(folder)
+    return out
 
 
 def _birdnet(args: argparse.Namespace) -> Optional[Any]:
@@ -155,8 +172,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
             args.text_encoder, args.device, steps=args.steps, decoding_steps=args.decoding_steps,
             sampler=args.sampler, cfg_scale=args.cfg, seconds=args.seconds, seed=args.seed,
-            batch_size=args.batch_size, overwrite=args.overwrite)
+            batch_size=args.batch_size, overwrite=args.overwrite, latent_probe=not args.no_latent_probe)
         print(f"{report.folder}: wrote {report.written} clips, {report.skipped} already there ({report.total} in all)")
+        probe = report.folder / "latent_species.json"
+        if probe.is_file():
+            generated = json.loads(probe.read_text())["generated"]
+            print(f"latent species top-1 {generated['accuracy']:.3f} (95% CI {generated['ci95'][0]:.3f}-"
+                  f"{generated['ci95'][1]:.3f}, N = {generated['n']}, chance {generated['chance']:.3f})")
         return report
     if args.command == "reconstruct":
         from main.analysis.generate import reconstruct_from_manifest
@@ -199,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
         path = write_report(
             args.out, args.generated, args.manifest, args.split, args.test_per_species, args.reference_split,
             args.reference_per_species, args.reconstructions, args.sweep, _birdnet(args), args.threshold, args.k,
-            not args.no_logmel, args.spectrograms)
+            not args.no_logmel, args.spectrograms, also=_named_folders(args.also))
         print(f"wrote {path}")
         return path
     raise AssertionError(args.command)

@@ -86,10 +86,11 @@ def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torc
 
 
 @torch.no_grad()
-def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
-                  decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
-    """A batch of `CombinedSampler.sample` in which clip i draws all its noise from a generator seeded
-    `seeds[i]`: each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
+def generate_latents_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
+                            embedding_scale: float, latent_length: int, sampler: str = "ddim"
+                            ) -> tuple[Tensor, list[torch.Generator]]:
+    """DiffGen latents for `texts`, clip i's noise drawn from a generator seeded `seeds[i]`; returns the latents and
+    the generators (whose next draws are the clips' decoding noise)."""
     from main.models import generate_latent
 
     if len(texts) != len(seeds):
@@ -98,6 +99,16 @@ def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampli
     embedding, mask = model.text_encoder(list(texts))
     noise = _noise(generators, (model.latent_channels, latent_length), model.device)
     latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler)
+    return latent, generators
+
+
+@torch.no_grad()
+def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
+                  decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
+    """A batch of `CombinedSampler.sample` in which clip i draws all its noise from a generator seeded
+    `seeds[i]`: each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
+    latent, generators = generate_latents_seeded(model, texts, seeds, sampling_steps, embedding_scale,
+                                                 latent_length, sampler)
     return decode_latents_seeded(model.diffae, latent, generators, decoding_steps, sampler)
 
 
@@ -183,24 +194,100 @@ def generate_clips(
     _check_settings(folder, GENERATION_FILE, full, overwrite)
     (folder / GENERATION_FILE).write_text(json.dumps(full, indent=2) + "\n")
     write_clips_csv(folder, plan)
-    todo = [i for i, row in enumerate(plan) if overwrite or not _is_complete(folder / row["file"])]
+    todo = [i for i, row in enumerate(plan)
+            if overwrite or not (_is_complete(folder / row["file"]) and latent_path(folder, row["file"]).is_file())]
     with tqdm(total=len(todo), desc=f"generating ({folder.name})", unit="clip", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = [plan[i] for i in todo[start:start + batch_size]]
-            audio = sample_seeded(model, [r["label"] for r in batch], [r["seed"] for r in batch], steps,
-                                  decoding_steps or steps, cfg_scale, latent_length, sampler)
-            for row, clip in zip(batch, audio[..., :samples]):
+            latent, generators = generate_latents_seeded(model, [r["label"] for r in batch],
+                                                         [r["seed"] for r in batch], steps, cfg_scale,
+                                                         latent_length, sampler)
+            audio = decode_latents_seeded(model.diffae, latent, generators, decoding_steps or steps, sampler)
+            for row, clip, clip_latent in zip(batch, audio[..., :samples], latent):
+                _write_latent(latent_path(folder, row["file"]), clip_latent)
                 _write_wav(folder / row["file"], clip, model.sample_rate)
             bar.update(len(batch))
     return RunReport(folder, len(todo), len(plan) - len(todo), len(plan))
 
 
+LATENTS_DIR = "latents"
+LATENT_SPECIES_FILE = "latent_species.json"
+
+
+def latent_path(folder: PathLike, clip_file: str) -> Path:
+    """Where the DiffGen latent of a generated clip is kept (`latents/<clip>.npy`, [channels, frames])."""
+    return Path(folder) / LATENTS_DIR / f"{Path(clip_file).stem}.npy"
+
+
+def _write_latent(path: Path, latent: Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, latent.detach().float().cpu().numpy())
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def encode_recordings(diffae: Any, paths: Sequence[PathLike], sample_rate: int, seconds: Optional[float],
+                      device: str = "cpu") -> list[Tensor]:
+    """DiffAE latents [channels, frames] of the first `seconds` of each recording (zero-padded to a length the
+    DiffAE takes, then cut to the frames the audio covers)."""
+    multiple = diffae_length_multiple(diffae)
+    out = []
+    for path in paths:
+        audio, _ = load_audio(path, sample_rate, mono=False)
+        if seconds is not None:
+            audio = audio[: round(seconds * sample_rate)]
+        clip = torch.from_numpy(_to_channels(audio, diffae.in_channels))
+        length = math.ceil(clip.shape[1] / multiple) * multiple
+        padded = torch.nn.functional.pad(clip, (0, length - clip.shape[1]))[None].to(device)
+        frames = max(1, clip.shape[1] // int(diffae.latent_factor))
+        out.append(diffae.encode(padded)[0, :, :frames].cpu())
+    return out
+
+
+def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_split: str = "train",
+                  reference_per_species: Optional[int] = 20, device: str = "cpu",
+                  method: str = "ridge") -> dict[str, Any]:
+    """Text adherence in latent space of a generated folder: a `LatentSpeciesClassifier` fitted on the DiffAE
+    latents of real `reference_split` recordings scores the stored DiffGen latents against the prompted species;
+    the real recordings the prompts came from are scored too (the ceiling). Writes `latent_species.json`."""
+    from main.analysis.clips import read_clip_rows, select_rows
+    from main.analysis.evaluate import write_json
+    from main.analysis.latent_species import LatentSpeciesClassifier
+    from main.data.manifest import read_manifest
+
+    folder = Path(folder)
+    settings = json.loads((folder / GENERATION_FILE).read_text())
+    sample_rate, seconds = int(settings["sample_rate"]), float(settings["seconds"])
+    diffae = diffae.eval().to(device)
+    reference_rows = select_rows(read_manifest(manifest, reference_split), None, reference_per_species, 0)
+    reference = encode_recordings(diffae, [r["path"] for r in reference_rows], sample_rate, seconds, device)
+    frames = min(x.shape[-1] for x in reference)
+    classifier = LatentSpeciesClassifier.fit(torch.stack([x[..., :frames] for x in reference]),
+                                             [str(r["sci_name"]) for r in reference_rows], method)
+    rows = read_clip_rows(folder)
+    generated = torch.stack([torch.from_numpy(np.load(latent_path(folder, r["file"])))[..., :frames] for r in rows])
+    result = {"generated": classifier.evaluate(generated, [r["sci_name"] for r in rows]),
+              "reference_split": reference_split, "n_reference": len(reference_rows), "frames": frames,
+              "cfg_scale": settings.get("cfg_scale")}
+    by_file = {str(r["file"]): r for r in read_manifest(manifest)}
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    if sources and all(s in by_file for s in sources):
+        real = encode_recordings(diffae, [by_file[s]["path"] for s in sources], sample_rate, seconds, device)
+        real_frames = min([frames, *(x.shape[-1] for x in real)])
+        result["real"] = classifier.evaluate(torch.stack([x[..., :real_frames] for x in real]),
+                                             [str(by_file[s]["sci_name"]) for s in sources])
+    write_json(folder / LATENT_SPECIES_FILE, result)
+    return result
+
+
 def generate_from_manifest(
     out_dir: PathLike, diffae: PathLike, diffgen: PathLike, manifest: PathLike, split: str = "test",
     num: Optional[int] = None, per_species: Optional[int] = None, text_encoder: Optional[str] = None,
-    device: Optional[str] = None, **kwargs: Any,
+    device: Optional[str] = None, latent_probe: bool = True, **kwargs: Any,
 ) -> RunReport:
-    """Load the models and generate clips from the labels of a manifest split (see `generate_clips`)."""
+    """Load the models and generate clips from the labels of a manifest split (see `generate_clips`); with
+    `latent_probe`, also score the generated latents against the prompted species (`score_latents`)."""
     from main.analysis.clips import select_rows
     from main.data.manifest import read_manifest
 
@@ -212,7 +299,10 @@ def generate_from_manifest(
     model, info = load_sampler(diffae, diffgen, text_encoder, device)
     settings = {"models": info, "manifest": str(Path(manifest).resolve()), "split": split, "num": num,
                 "per_species": per_species}
-    return generate_clips(out_dir, model, chosen, settings=settings, **kwargs)
+    report = generate_clips(out_dir, model, chosen, settings=settings, **kwargs)
+    if latent_probe:
+        score_latents(out_dir, model.diffae, manifest, device=str(model.device))
+    return report
 
 
 def _to_channels(audio: np.ndarray, channels: int) -> np.ndarray:

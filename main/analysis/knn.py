@@ -27,8 +27,11 @@ class KnnResult:
 
     def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
         """JSON-serialisable summary."""
-        out = {"accuracy": self.accuracy, "n_reference": self.n_reference, "n_query": self.n_query, "k": self.k,
-               "metric": self.metric, "species": self.species, "confusion": self.confusion.tolist(),
+        from main.analysis.latent_species import wilson_interval
+
+        out = {"accuracy": self.accuracy,
+               "ci95": list(wilson_interval(round(self.accuracy * self.n_query), self.n_query)),
+               "n_reference": self.n_reference, "n_query": self.n_query, "k": self.k, "metric": self.metric, "species": self.species, "confusion": self.confusion.tolist(),
                "per_species": self.per_species}
         if with_predictions:
             out["predictions"] = self.predictions

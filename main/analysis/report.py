@@ -9,6 +9,7 @@ kNN confusion matrix, spectrograms of real vs generated clips for a few prompts.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -207,6 +208,7 @@ def write_report(
     reconstructions: Optional[PathLike] = None,
     sweep: Optional[PathLike] = None,
     birdnet: Optional[Any] = None,
+    also: Optional[Mapping[str, PathLike]] = None,
     threshold: float = 0.25,
     k: int = 5,
     logmel: bool = True,
@@ -214,8 +216,10 @@ def write_report(
     seed: int = 0,
     show_progress: bool = True,
 ) -> Path:
-    """Evaluate the generated clips (and the optional reconstructions) against the test split and write
-    `report.md`, `metrics.json` and PNG plots into `out_dir`; returns the report's path."""
+    """Evaluate the generated clips (and the optional reconstructions and `also` folders of clips, e.g. the same
+    prompts at CFG 1, by name) against the test split and write `report.md`, `metrics.json` and PNG plots into
+    `out_dir`; returns the report's path. A folder's `latent_species.json` (written by `generate`) adds its
+    latent-space text adherence to the tables."""
     from main.analysis.sweep import read_sweep
 
     out = Path(out_dir)
@@ -227,10 +231,18 @@ def write_report(
         reference = clips_from_manifest(manifest, reference_split, per_species=reference_per_species, seed=seed,
                                         name=f"real {reference_split}")
     sets: dict[str, ClipSet] = {"generated": gen}
+    folders: dict[str, Path] = {"generated": Path(generated)}
+    for name, folder in (also or {}).items():
+        sets[name] = clips_from_folder(folder, name=name)
+        folders[name] = Path(folder)
     if reconstructions is not None:
         sets["reconstructions"] = clips_from_folder(reconstructions, name="reconstructions")
     sets[test.name] = test
     results = evaluate_sets(sets, test, reference, birdnet, threshold, k, logmel, show_progress)
+    for name, folder in folders.items():
+        probe = folder / "latent_species.json"
+        if probe.is_file():
+            results[name]["latent_species"] = json.loads(probe.read_text())
     if reference is not None:
         # The real reference set: how far real recordings are from each other (the floor of the distances).
         results.update(evaluate_sets({reference.name: reference}, test, None, birdnet, threshold, k, logmel,
@@ -258,6 +270,15 @@ def write_report(
     return path
 
 
+def with_interval(result: Mapping[str, Any]) -> Optional[str]:
+    """'0.870 [0.78, 0.93]' from a result with 'accuracy' and 'ci95' (None when there is no accuracy)."""
+    accuracy = result.get("accuracy")
+    if accuracy is None:
+        return None
+    interval = result.get("ci95")
+    return f"{accuracy:.3f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
 def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: ClipSet, reference: Optional[ClipSet],
               sweep: Optional[Mapping[str, Any]], images: Mapping[str, Optional[Path]], threshold: float, k: int,
               with_birdnet: bool) -> str:
@@ -266,18 +287,25 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
                  f"**{len(test)}** clips ({len(set(test.species))} species)."
                  + (f" kNN reference ({reference.name}): **{len(reference)}** clips." if reference else ""))
     parts.append("")
-    header = ["set", "N clips", "macro AP", "N species (AP)", "N clips known", "top-1", "top-5",
-              f"detected @ {threshold:g}", f"kNN top-1 (k={k})", "FAD log-mel", "N frames (set / test)",
-              "FAD BirdNET", "N clips (set / test)"]
+    header = ["set", "N clips", f"kNN top-1 (k={k}) [95% CI]", "latent top-1 [95% CI]", "macro AP",
+              "N species (AP)", "top-1", "top-5", f"detected @ {threshold:g}", "FAD BirdNET", "N clips (set / test)",
+              "FAD log-mel", "N frames (set / test)"]
     rows = []
     for name, r in results.items():
         bird, knn, fad = r.get("birdnet", {}), r.get("knn", {}), r.get("fad", {})
         lm, bn = fad.get("logmel", {}), fad.get("birdnet", {})
-        rows.append([name, r["n_clips"], bird.get("macro_ap"), bird.get("n_species_ap"), bird.get("n_clips_known"),
-                     bird.get("top1"), bird.get("top5"), bird.get("detection_rate"), knn.get("accuracy"),
-                     lm.get("fad"), f"{lm['n_a']} / {lm['n_b']}" if lm else None, bn.get("fad"),
-                     f"{bn['n_a']} / {bn['n_b']}" if bn else None])
+        latent = (r.get("latent_species") or {}).get("generated", {})
+        rows.append([name, r["n_clips"], with_interval(knn), with_interval(latent), bird.get("macro_ap"),
+                     bird.get("n_species_ap"), bird.get("top1"), bird.get("top5"), bird.get("detection_rate"),
+                     bn.get("fad"), f"{bn['n_a']} / {bn['n_b']}" if bn else None, lm.get("fad"),
+                     f"{lm['n_a']} / {lm['n_b']}" if lm else None])
     parts += ["## Summary", "", _table(header, rows), ""]
+    probes = [(name, r["latent_species"]) for name, r in results.items() if r.get("latent_species")]
+    if probes:
+        parts += ["Latent top-1: the generated DiffGen latents, before decoding, classified by a linear probe on "
+                  "pooled latent statistics fitted on real training recordings' DiffAE latents (text adherence "
+                  "where the text acts). The same probe on the real recordings the prompts came from: "
+                  + "; ".join(f"{name}: {with_interval(p.get('real', {}))}" for name, p in probes) + ".", ""]
     parts.append("BirdNET metrics compare each clip with the species it was prompted with (real clips: recorded "
                  "as); only species BirdNET knows count. kNN: a k-nearest-neighbour classifier on BirdNET "
                  "embeddings fitted on the reference clips. FAD: Fréchet distance to the real test clips "

@@ -55,14 +55,19 @@ def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: in
     return to_channels(audio, channels)
 
 
-def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0) -> Tensor:
-    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= 1; silence is left as is."""
+def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0,
+                       max_gain_db: Optional[float] = None) -> Tensor:
+    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit)
+    and the gain <= `max_gain_db` (None: no limit); silence is left as is."""
     rms = float(audio.pow(2).mean().sqrt())
     if rms < 1e-6:
         return audio
     gain = 10.0 ** (target_dbfs / 20.0) / rms
-    peak = float(audio.abs().max())
-    return audio * min(gain, 1.0 / peak)
+    if max_peak is not None:
+        gain = min(gain, max_peak / float(audio.abs().max()))
+    if max_gain_db is not None:
+        gain = min(gain, 10.0 ** (max_gain_db / 20.0))
+    return audio * gain
 
 
 class AudioDataset(CropReader, Dataset):
@@ -90,6 +95,7 @@ class AudioDataset(CropReader, Dataset):
         seed: int = 0,
         loudness_normalize: bool = False,
         target_dbfs: float = -20.0,
+        loudness_max_peak: Optional[float] = 1.0,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
         self.manifest = Path(manifest)
@@ -104,6 +110,7 @@ class AudioDataset(CropReader, Dataset):
         self.seed = int(seed)
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = float(target_dbfs)
+        self.loudness_max_peak = loudness_max_peak
         self.epoch = 0
         self._warned: set[str] = set()
 
@@ -130,7 +137,7 @@ class AudioDataset(CropReader, Dataset):
                 log.warning("skipping %s: %s", path, error)
             return None
         if self.loudness_normalize:
-            audio = normalize_loudness(audio, self.target_dbfs)
+            audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
         if self.with_text:
             out["text"] = self.labels[index]
@@ -256,6 +263,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         stratified: bool = False,
         loudness_normalize: bool = False,
         target_dbfs: float = -20.0,
+        loudness_max_peak: Optional[float] = 1.0,
         train_split: str = "train",
         val_split: str = "valid",
         test_split: str = "test",
@@ -282,6 +290,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.stratified = stratified
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = target_dbfs
+        self.loudness_max_peak = loudness_max_peak
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
@@ -374,6 +383,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
                 random_crop=train, with_text=self.with_text, seed=self.seed, shuffle=train,
                 shuffle_buffer=self.shuffle_buffer if train else 0,
                 loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
+                loudness_max_peak=self.loudness_max_peak,
             )
             if sharded.num_clips == 0:
                 raise ValueError(f"{key}: split {split!r} of the shards in {self.shards} is empty")
@@ -382,6 +392,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
             self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
             random_crop=train, with_text=self.with_text, seed=self.seed,
             loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
+                loudness_max_peak=self.loudness_max_peak,
         )
         if len(dataset) == 0:
             present = sorted({str(r["split"]) for r in self._all_rows()})
@@ -399,7 +410,8 @@ class BirdSoundDataModule(pl.LightningDataModule):
                              "next to datamodule.shards")
         dataset = AudioDataset(self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
                                random_crop=False, with_text=True, seed=self.seed,
-                               loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs)
+                               loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
+                               loudness_max_peak=self.loudness_max_peak)
         items = []
         for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
             item = dataset[index]

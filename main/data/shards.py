@@ -459,6 +459,7 @@ class ShardedAudioDataset(CropReader, IterableDataset):
         shuffle_buffer: int = 0,
         loudness_normalize: bool = False,
         target_dbfs: float = -20.0,
+        loudness_max_peak: Optional[float] = 1.0,
         uneven: str = "pad",
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
@@ -485,6 +486,7 @@ class ShardedAudioDataset(CropReader, IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = float(target_dbfs)
+        self.loudness_max_peak = loudness_max_peak
         self.uneven = uneven
         self.rank = rank
         self.world_size = world_size
@@ -614,7 +616,7 @@ class ShardedAudioDataset(CropReader, IterableDataset):
             log.warning("skipping %s in %s: %s", key, shard, error)
             return None
         if self.loudness_normalize:
-            audio = normalize_loudness(audio, self.target_dbfs)
+            audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
         if self.with_text:
             out["text"] = str(label)

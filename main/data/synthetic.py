@@ -349,8 +349,12 @@ def generate_synthetic_dataset(
     audio_format: str = "flac",
     num_species: Optional[int] = None,
     background_probability: float = BACKGROUND_PROBABILITY,
+    split_fractions: Optional[Sequence[float]] = None,
 ) -> Path:
-    """Write synthetic recordings, Xeno-canto metadata and a manifest into `out_dir`; return the manifest path."""
+    """Write synthetic recordings, Xeno-canto metadata and a manifest into `out_dir`; return the manifest path.
+
+    `split_fractions` (train, valid, test) defaults to the manifest's 0.85 / 0.10 / 0.05 (the demo keeps more test
+    recordings per species for its evaluation)."""
     audio_format = audio_format.lower()
     if audio_format not in _FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(_FORMATS)}, got {audio_format!r}")
@@ -373,6 +377,8 @@ def generate_synthetic_dataset(
         "species": [s.sci_name for s in species],
         "background_probability": float(background_probability),
     }
+    if split_fractions is not None:  # only when set: the default keeps the data sets (and hashes) made before
+        params["split_fractions"] = [float(f) for f in split_fractions]
     out = Path(out_dir).expanduser()
     cached = _cached_manifest(out, params)
     if cached is not None:
@@ -398,7 +404,9 @@ def generate_synthetic_dataset(
     page = {"numRecordings": str(len(records)), "numSpecies": str(len(species)), "page": 1, "numPages": 1,
             "recordings": records}
     (out / METADATA_FILE).write_text(json.dumps(page, indent=1))
-    report = prepare_manifest(out, metadata=[out / METADATA_FILE], output=out / MANIFEST_FILE, seed=seed)
+    split_kwargs = {"fractions": tuple(split_fractions)} if split_fractions is not None else {}
+    report = prepare_manifest(out, metadata=[out / METADATA_FILE], output=out / MANIFEST_FILE, seed=seed,
+                              **split_kwargs)
     if report.ok != len(records):
         raise RuntimeError(f"synthetic data failed validation:\n{report.summary()}")
     stored = {"hash": params_hash(params), "params": params, "manifest": MANIFEST_FILE, "files": files}
@@ -418,7 +426,8 @@ def default_cache_dir() -> Path:
 def dataset_params(**kwargs: Any) -> dict[str, Any]:
     """Keyword arguments of `generate_synthetic_dataset` with defaults filled in (for logging)."""
     defaults = {"clips_per_species": 24, "duration_s": 3.0, "sample_rate": 32000, "channels": 2, "seed": 0,
-                "audio_format": "flac", "num_species": None, "background_probability": BACKGROUND_PROBABILITY}
+                "audio_format": "flac", "num_species": None, "background_probability": BACKGROUND_PROBABILITY,
+                "split_fractions": None}
     unknown = set(kwargs) - set(defaults)
     if unknown:
         raise ValueError(f"unknown synthetic data option(s): {sorted(unknown)}; choose from {sorted(defaults)}")
