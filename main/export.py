@@ -20,8 +20,10 @@ from main.checkpointing import non_finite_tensors
 from main.models import load_model, model_state_dict
 
 
-def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) -> tuple[Path, Path]:
-    """Write the checkpoint's EMA weights to `<output>.safetensors` and its config to `<output>.json`."""
+def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path], half: bool = False,
+                      extra: Optional[dict[str, Any]] = None) -> tuple[Path, Path]:
+    """Write the checkpoint's EMA weights to `<output>.safetensors` (float16 with `half`: half the size, loaded
+    back into float32 models) and its config (plus `extra` provenance) to `<output>.json`."""
     checkpoint = Path(checkpoint)
     raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     kind = raw.get("hyper_parameters", {}).get("kind")
@@ -32,7 +34,12 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path]) ->
     bad = non_finite_tensors(tensors)
     if bad:
         raise ValueError(f"{checkpoint} has non-finite EMA weights: {bad[:5]}")
-    config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)))
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        if non_finite_tensors(tensors):
+            raise ValueError(f"{checkpoint}: weights overflow float16; export without --fp16")
+    config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
+                  dtype="float16" if half else "float32", **(extra or {}))
     output = Path(output)
     if output.suffix in (".safetensors", ".json"):
         output = output.with_suffix("")
@@ -48,6 +55,9 @@ def main(argv: Optional[list[str]] = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="Lightning .ckpt written by train.py")
     parser.add_argument("output", nargs="?", help="output path without suffix (default: beside the checkpoint)")
+    parser.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
+                        help="provenance recorded in the JSON config (repeatable), e.g. command=...")
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     if args.output is None:
@@ -55,7 +65,9 @@ def main(argv: Optional[list[str]] = None) -> Any:
         output = checkpoint.parent / f"{kind}_ema"
     else:
         output = Path(args.output)
-    weights, sidecar = export_checkpoint(checkpoint, output)
+    notes = dict(note.split("=", 1) for note in args.note if "=" in note)
+    weights, sidecar = export_checkpoint(checkpoint, output, half=args.fp16, extra={"provenance": notes} if notes
+                                         else None)
     print(f"wrote {weights} and {sidecar}")
     return weights
 

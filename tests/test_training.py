@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,14 @@ def test_export_holds_ema_weights(tmp_path, tiny_diffae_config):
     assert differs, "EMA and online weights should differ after training"
     assert get_default_diffae(tmp_path / "last.ckpt").state_dict().keys() == loaded.keys()
     assert '"sample_rate": 16000' in sidecar.read_text()
+    # float16 export (how the pretrained demo DiffAE ships): half the bytes, the same weights to fp16 precision
+    half, half_sidecar = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "export/diffae_fp16", half=True,
+                                           extra={"provenance": {"command": "test"}})
+    assert half.stat().st_size < 0.6 * weights.stat().st_size
+    assert json.loads(half_sidecar.read_text())["provenance"] == {"command": "test"}
+    for key, value in get_default_diffae(half).state_dict().items():
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, ema[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
 class PoisonedDataset(ToneDataset):

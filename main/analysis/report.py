@@ -208,13 +208,13 @@ def write_report(
     reconstructions: Optional[PathLike] = None,
     sweep: Optional[PathLike] = None,
     birdnet: Optional[Any] = None,
-    also: Optional[Mapping[str, PathLike]] = None,
     threshold: float = 0.25,
     k: int = 5,
     logmel: bool = True,
     spectrograms: int = 4,
     seed: int = 0,
     show_progress: bool = True,
+    also: Optional[Mapping[str, PathLike]] = None,
 ) -> Path:
     """Evaluate the generated clips (and the optional reconstructions and `also` folders of clips, e.g. the same
     prompts at CFG 1, by name) against the test split and write `report.md`, `metrics.json` and PNG plots into

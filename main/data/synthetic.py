@@ -431,7 +431,10 @@ def dataset_params(**kwargs: Any) -> dict[str, Any]:
     unknown = set(kwargs) - set(defaults)
     if unknown:
         raise ValueError(f"unknown synthetic data option(s): {sorted(unknown)}; choose from {sorted(defaults)}")
-    return {**defaults, **kwargs}
+    params = {**defaults, **kwargs}
+    if params["split_fractions"] is not None:  # plain floats (a Hydra list would not hash or serialise)
+        params["split_fractions"] = [float(f) for f in params["split_fractions"]]
+    return params
 
 
 __all__: Sequence[str] = (
