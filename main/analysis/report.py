@@ -347,21 +347,23 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
     return "\n".join(parts)
 
 
-def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
-    """kNN species accuracy against training minutes, one line per clip kind (reconstructions, generated)."""
+def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: str = "step", y: str = "accuracy",
+                        xlabel: str = "training steps", ylabel: str = "species top-1",
+                        chance: Optional[float] = None) -> Path:
+    """Accuracy (`y`) against training progress (`x`), one line per `rows[i]["clips"]` kind (dotted for kinds
+    starting with 'real': ceilings), with the chance level."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
     for kind in dict.fromkeys(r["clips"] for r in rows):
-        points = sorted((float(r["minutes"]), r["knn_top1"]) for r in rows if r["clips"] == kind)
-        points = [(x, float(y)) for x, y in points if y is not None]
+        points = sorted((float(r[x]), float(r[y])) for r in rows if r["clips"] == kind and r.get(y) is not None)
         if points:
-            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=kind)
-    chance = rows[0].get("chance") if rows else None
+            ax.plot([p for p, _ in points], [q for _, q in points], ":" if str(kind).startswith("real") else "-",
+                    marker="o", label=kind)
     if chance:
-        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8, label="chance")
     ax.set_ylim(0.0, 1.05)
-    ax.set_xlabel("training minutes of the stage")
-    ax.set_ylabel("kNN top-1 (BirdNET emb.)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -370,20 +372,16 @@ def plot_learning_curve(rows: Sequence[Mapping[str, Any]], path: PathLike) -> Pa
     return Path(path)
 
 
-def write_learning_curve(rows: Sequence[Mapping[str, Any]], out_dir: PathLike) -> str:
-    """Write learning_curve.csv and .png into `out_dir`; return the report section (markdown) showing them."""
+def write_learning_curve(rows: Sequence[Mapping[str, Any]], out_dir: PathLike, columns: Sequence[str],
+                         title: str, caption: str, **plot: Any) -> str:
+    """Write learning_curve.csv (`columns` of `rows`) and .png (`plot_learning_curve(**plot)`) into `out_dir`;
+    return the report section (markdown) showing them under `title` with `caption`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["clips", "step", "minutes", "knn_top1", "fad_birdnet", "n_clips", "folder"]
     with open(out / "learning_curve.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_learning_curve(rows, out / "learning_curve.png")
-    table = _table(["clips", "training steps", "minutes", "kNN top-1", "FAD BirdNET", "N clips"],
-                   [[r["clips"], r["step"], r["minutes"], r["knn_top1"], r["fad_birdnet"], r["n_clips"]]
-                    for r in rows])
-    return ("\n## Species accuracy against training minutes\n\n"
-            "Earlier checkpoints of each stage scored like the final models (generated clips of an earlier DiffGen "
-            "are decoded by the final DiffAE; minutes count from the start of that stage's command).\n\n"
-            f"{table}\n\n![Species accuracy against training minutes](learning_curve.png)\n")
+    plot_learning_curve(rows, out / "learning_curve.png", **plot)
+    table = _table(list(columns), [[r.get(c) for c in columns] for r in rows])
+    return f"\n## {title}\n\n{caption}\n\n{table}\n\n![{title}](learning_curve.png)\n"
