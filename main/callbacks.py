@@ -131,8 +131,8 @@ class LatentSpeciesCallback(pl.Callback):
             raise ValueError(f"callbacks.latent_species.every_n_steps must be >= 1, got {every_n_steps}")
         if not cfg_scales:
             raise ValueError("callbacks.latent_species.cfg_scales must name at least one scale")
-        self.every_n_steps, self.per_species, self.reference_per_species = every_n_steps, per_species, \
-            reference_per_species
+        self.every_n_steps, self.per_species = every_n_steps, per_species
+        self.reference_per_species = reference_per_species
         self.max_species, self.cfg_scales, self.steps, self.sampler = max_species, tuple(cfg_scales), steps, sampler
         self.batch_size, self.seed, self.method = batch_size, seed, method
         self.classifier: Any = None

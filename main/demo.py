@@ -71,13 +71,8 @@ def training_progress(run_dir: Path) -> str:
 
 def logged(run_dir: Path, key: str) -> list[float]:
     """The values of metric `key` a run logged (CSV logger), in order."""
-    return [value for _, value in logged_steps(run_dir, key)]
-
-
-def logged_steps(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    """(step, value) of metric `key` a run logged (CSV logger), in order."""
     with open(next(run_dir.glob("csv/version_*/metrics.csv")), newline="") as f:
-        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
 
 
 def torch_load_step(path: Path) -> int:

@@ -234,10 +234,7 @@ def encode_recordings(diffae: Any, paths: Sequence[PathLike], sample_rate: int, 
     multiple = diffae_length_multiple(diffae)
     out = []
     for path in paths:
-        audio, _ = load_audio(path, sample_rate, mono=False)
-        if seconds is not None:
-            audio = audio[: round(seconds * sample_rate)]
-        clip = torch.from_numpy(_to_channels(audio, diffae.in_channels))
+        clip = torch.from_numpy(load_clip(path, sample_rate, seconds, diffae.in_channels))
         length = math.ceil(clip.shape[1] / multiple) * multiple
         padded = torch.nn.functional.pad(clip, (0, length - clip.shape[1]))[None].to(device)
         frames = max(1, clip.shape[1] // int(diffae.latent_factor))
@@ -321,6 +318,14 @@ def _to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(out.T)
 
 
+def load_clip(path: PathLike, sample_rate: int, seconds: Optional[float], channels: int) -> np.ndarray:
+    """The first `seconds` (None: all) of a recording at `sample_rate` as [channels, samples]."""
+    audio, _ = load_audio(path, sample_rate, mono=False)
+    if seconds is not None:
+        audio = audio[: round(seconds * sample_rate)]
+    return _to_channels(audio, channels)
+
+
 def diffae_length_multiple(diffae: Any) -> int:
     """The audio length a DiffAE can encode and decode must be a multiple of this."""
     from main.models import DIFFAE_CONFIG, unet_length_multiple
@@ -374,10 +379,7 @@ def reconstruct_clips(
             indices = todo[start:start + batch_size]
             clips = []
             for i in indices:
-                audio, _ = load_audio(rows[i]["path"], sample_rate, mono=False)
-                if seconds is not None:
-                    audio = audio[: round(seconds * sample_rate)]
-                clips.append(_to_channels(audio, diffae.in_channels))
+                clips.append(load_clip(rows[i]["path"], sample_rate, seconds, diffae.in_channels))
             # Clips run together only with clips of the same padded length: no clip's audio depends on its batch.
             groups: dict[int, list[int]] = {}
             for j, clip in enumerate(clips):

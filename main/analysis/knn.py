@@ -31,8 +31,8 @@ class KnnResult:
 
         out = {"accuracy": self.accuracy,
                "ci95": list(wilson_interval(round(self.accuracy * self.n_query), self.n_query)),
-               "n_reference": self.n_reference, "n_query": self.n_query, "k": self.k, "metric": self.metric, "species": self.species, "confusion": self.confusion.tolist(),
-               "per_species": self.per_species}
+               "n_reference": self.n_reference, "n_query": self.n_query, "k": self.k, "metric": self.metric,
+               "species": self.species, "confusion": self.confusion.tolist(), "per_species": self.per_species}
         if with_predictions:
             out["predictions"] = self.predictions
         return out

@@ -55,18 +55,15 @@ def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: in
     return to_channels(audio, channels)
 
 
-def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0,
-                       max_gain_db: Optional[float] = None) -> Tensor:
-    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit)
-    and the gain <= `max_gain_db` (None: no limit); silence is left as is."""
+def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0) -> Tensor:
+    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit);
+    silence is left as is."""
     rms = float(audio.pow(2).mean().sqrt())
     if rms < 1e-6:
         return audio
     gain = 10.0 ** (target_dbfs / 20.0) / rms
     if max_peak is not None:
         gain = min(gain, max_peak / float(audio.abs().max()))
-    if max_gain_db is not None:
-        gain = min(gain, 10.0 ** (max_gain_db / 20.0))
     return audio * gain
 
 
@@ -388,16 +385,20 @@ class BirdSoundDataModule(pl.LightningDataModule):
             if sharded.num_clips == 0:
                 raise ValueError(f"{key}: split {split!r} of the shards in {self.shards} is empty")
             return sharded
-        dataset = AudioDataset(
-            self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
-            random_crop=train, with_text=self.with_text, seed=self.seed,
-            loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-                loudness_max_peak=self.loudness_max_peak,
-        )
+        dataset = self._audio_dataset(split, random_crop=train, with_text=self.with_text)
         if len(dataset) == 0:
             present = sorted({str(r["split"]) for r in self._all_rows()})
             raise ValueError(f"{key}: split {split!r} of {self.manifest_path} is empty (splits present: {present})")
         return dataset
+
+    def _audio_dataset(self, split: str, random_crop: bool, with_text: bool) -> AudioDataset:
+        """An `AudioDataset` of `split` of the manifest with this module's audio settings."""
+        return AudioDataset(
+            self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
+            random_crop=random_crop, with_text=with_text, seed=self.seed,
+            loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
+            loudness_max_peak=self.loudness_max_peak,
+        )
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
                       seed: int = 0) -> list[dict[str, Any]]:
@@ -408,10 +409,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         if self.manifest is None and self.shards is not None:
             raise ValueError("the latent species probe reads recordings through datamodule.manifest; set it "
                              "next to datamodule.shards")
-        dataset = AudioDataset(self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
-                               random_crop=False, with_text=True, seed=self.seed,
-                               loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-                               loudness_max_peak=self.loudness_max_peak)
+        dataset = self._audio_dataset(split, random_crop=False, with_text=True)
         items = []
         for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
             item = dataset[index]
