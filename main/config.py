@@ -9,6 +9,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from main.models import DIFFAE_CONFIG, DIFFGEN_CONFIG, _merged, diffae_downsample_factor, unet_length_multiple
+from main.text import TEXT_PADDING_MODES
 
 
 class ConfigError(ValueError):
@@ -80,6 +81,11 @@ def validate_config(cfg: DictConfig) -> None:
                 f"factors {g['factors']} (model.model.factors) cannot divide: use a multiple of "
                 f"{factor * multiple} samples"
             )
+        if g["text_padding"] not in TEXT_PADDING_MODES:
+            raise ConfigError(f"model.model.text_padding must be one of {TEXT_PADDING_MODES}, got {g['text_padding']!r}")
+        if g["text_padding"] == "attend" and data.get("preencoded") is not None:
+            raise ConfigError("model.model.text_padding=attend with datamodule.preencoded: pre-encoded data stores "
+                              "no padding embeddings; train from audio and text, or use text_padding=mask")
         max_len = int(cfg.model.get("text_encoder_max_length", 128))
         if max_len > int(g["embedding_max_length"]):
             raise ConfigError(

@@ -13,10 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from safetensors.torch import save_file
+from torch import Tensor
 
 from main.checkpointing import non_finite_tensors
+from main.compat import checkpoint_layout, layout_kind, read_checkpoint
 from main.models import load_model, model_state_dict
 
 
@@ -25,21 +26,36 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path], ha
     """Write the checkpoint's EMA weights to `<output>.safetensors` (float16 with `half`: half the size, loaded
     back into float32 models) and its config (plus `extra` provenance) to `<output>.json`."""
     checkpoint = Path(checkpoint)
-    raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    kind = raw.get("hyper_parameters", {}).get("kind")
-    if kind not in ("diffae", "diffgen"):
-        raise ValueError(f"{checkpoint} is not a DMAE/DiffGen training checkpoint (hyper_parameters.kind={kind!r})")
+    raw = read_checkpoint(checkpoint)
+    kind = checkpoint_kind(raw, checkpoint)
     model, config = load_model(checkpoint, kind)
     tensors = model_state_dict(model)
+    config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
+                  **(extra or {}))
+    return write_export(tensors, config, output, half)
+
+
+def checkpoint_kind(raw: dict[str, Any], path: Union[str, Path]) -> str:
+    """'diffae' or 'diffgen': what a training checkpoint (this repository's or the original's) holds."""
+    layout = checkpoint_layout(raw)
+    kind = raw["hyper_parameters"]["kind"] if layout == "ours" else layout_kind(layout)
+    if kind is None:
+        raise ValueError(f"{path} is a plain state dict, not a training checkpoint: convert it with "
+                         "`python -m main.compat convert FILE OUTPUT --kind diffae|diffgen`")
+    return kind
+
+
+def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: Union[str, Path],
+                 half: bool = False) -> tuple[Path, Path]:
+    """Write `<output>.safetensors` (float16 with `half`) and `<output>.json` (the config, also embedded)."""
     bad = non_finite_tensors(tensors)
     if bad:
-        raise ValueError(f"{checkpoint} has non-finite EMA weights: {bad[:5]}")
+        raise ValueError(f"non-finite weights: {bad[:5]}")
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
         if non_finite_tensors(tensors):
-            raise ValueError(f"{checkpoint}: weights overflow float16; export without --fp16")
-    config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
-                  dtype="float16" if half else "float32", **(extra or {}))
+            raise ValueError("weights overflow float16; export without --fp16")
+    config = {**config, "dtype": "float16" if half else "float32"}
     output = Path(output)
     if output.suffix in (".safetensors", ".json"):
         output = output.with_suffix("")
@@ -61,7 +77,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     if args.output is None:
-        kind = torch.load(str(checkpoint), map_location="cpu", weights_only=True)["hyper_parameters"]["kind"]
+        kind = checkpoint_kind(read_checkpoint(checkpoint), checkpoint)
         output = checkpoint.parent / f"{kind}_ema"
     else:
         output = Path(args.output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -14,10 +15,11 @@ from audio_encoders_pytorch import ME1d, TanhBottleneck
 from torch import Tensor, nn
 
 from main.attention import embedding_mask, enable_masked_attention
+from main.compat import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.diffusion import add_noise
 from main.diffusion import sample as run_sampler
 from main.hub import load_local_first
-from main.text import FrozenTextEncoder
+from main.text import FrozenTextEncoder, check_text_padding
 
 PRETRAINED_DIFFAE_REPO = "archinetai/dmae1d-ATC64-v2"
 PRETRAINED_DIFFAE_REVISION = "3ffeea68d4c069777055fce9ac77bbb67eec1d68"
@@ -58,6 +60,9 @@ DIFFGEN_CONFIG: dict[str, Any] = dict(
     attention_features=64,
     embedding_max_length=128,
     embedding_features=768,
+    # "mask": cross-attention ignores the text's padding tokens (this repository); "attend": they are attended
+    # to, as in the original bird-diffusion code (set automatically for its weights, see main.compat).
+    text_padding="mask",
 )
 
 
@@ -141,6 +146,7 @@ def init_lt_fourier_(diffae: DiffusionAE, num_filters: int, window_length: int, 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding and masked SDPA cross-attention."""
     c = _merged(DIFFGEN_CONFIG, overrides)
+    check_text_padding(c["text_padding"])
     model = DiffusionModel(
         net_t=UNetV0,
         in_channels=c["in_channels"],
@@ -212,7 +218,8 @@ def load_model_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
 
 
 def load_model_file(path: Union[str, Path], kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read an exported `.safetensors` (+ JSON config) or a Lightning `.ckpt` (its EMA weights), never unpickling.
+    """Read an exported `.safetensors` (+ JSON config), a Lightning `.ckpt` (its EMA weights) or a checkpoint or
+    state dict of the original bird-diffusion code (mapped by `main.compat`), never unpickling.
 
     Returns the model's state dict and its saved configuration (`{}` when the file carries none).
     """
@@ -233,9 +240,18 @@ def load_model_file(path: Union[str, Path], kind: str) -> tuple[dict[str, Tensor
         if config.get("kind", kind) != kind:
             raise ValueError(f"{path} holds a {config['kind']} model, not a {kind}")
         return state, config
-    checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    if "state_dict" not in checkpoint:
-        return checkpoint, {}  # a plain state dict saved with torch.save
+    checkpoint = read_checkpoint(path)
+    layout = checkpoint_layout(checkpoint)
+    if layout != "ours":  # the original bird-diffusion code's checkpoint or state dict
+        found = layout_kind(layout)
+        if found not in (None, kind):
+            raise ValueError(f"{path} is the original's {found} checkpoint, not a {kind}")
+        state, prefix = model_weights(checkpoint.get("state_dict", checkpoint))
+        config = original_config(kind)
+        logging.getLogger(__name__).warning(
+            "%s: %s layout, %d tensors from %s; loaded as the original's %s (%s)", path, layout, len(state),
+            prefix + "*" if prefix else "the whole file", kind, config["model"] or "seed architecture")
+        return state, config
     prefix = "ema.ema_model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     if not state:
@@ -302,9 +318,17 @@ def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
 def diffgen_velocity(
     diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor]
 ) -> Tensor:
-    """DiffGen's velocity prediction with the text padding masked out of cross-attention."""
+    """DiffGen's velocity prediction; the text padding is masked out of cross-attention unless the model was
+    trained attending to it (`text_padding: attend`)."""
+    if text_padding_mode(diffgen) == "attend":
+        mask = None
     with embedding_mask(diffgen, mask):
         return diffgen.net(x, sigmas, embedding=embedding)
+
+
+def text_padding_mode(diffgen: nn.Module) -> str:
+    """How `diffgen` treats text padding ("mask" unless its config says otherwise)."""
+    return str(getattr(diffgen, "config", {}).get("text_padding", "mask"))
 
 
 def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
@@ -389,10 +413,14 @@ class CombinedSampler(nn.Module):
         self.sample_rate = sample_rate
         self.diffae = diffae.eval().requires_grad_(False)
         self.diffgen = diffgen.eval().requires_grad_(False)
+        padding = text_padding_mode(diffgen)
         if isinstance(text_encoder_name, FrozenTextEncoder):
             self.text_encoder = text_encoder_name
+            if self.text_encoder.text_padding != padding:
+                raise ValueError(f"the text encoder's text_padding={self.text_encoder.text_padding!r} differs from "
+                                 f"the DiffGen's {padding!r}")
         else:
-            self.text_encoder = FrozenTextEncoder(text_encoder_name, text_encoder_max_length)
+            self.text_encoder = FrozenTextEncoder(text_encoder_name, text_encoder_max_length, padding)
         self.device = torch.device(device)
         self.to(self.device)
 

@@ -281,6 +281,12 @@ def text_conditional_loss(
     return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent, sigmas_fn)
 
 
+_ATTEND_NEEDS_TEXT = (
+    "model.model.text_padding=attend needs the text encoder's padding embeddings, which pre-encoded data does not "
+    "store: train from audio and text (a datamodule without `preencoded`) or use text_padding=mask"
+)
+
+
 def _load_diffae(source: str) -> nn.Module:
     """A DiffAE from an exported/checkpoint file, or the pretrained hub model when `source` is 'pretrained'."""
     if source == "pretrained":
@@ -316,7 +322,7 @@ class DiffGen(EMADiffusionModule):
         self._init_ema()
         # Frozen parts live outside the module tree: not in checkpoints, not seen by the optimizer or DDP,
         # and untouched by Lightning's .train().
-        text = FrozenTextEncoder(text_encoder, text_encoder_max_length)
+        text = FrozenTextEncoder(text_encoder, text_encoder_max_length, self.model_config("text_padding"))
         diffae = _load_diffae(autoencoder) if autoencoder else build_diffae(**self.hparams.autoencoder_model)
         self._frozen: dict[str, nn.Module] = {"text": text, "autoencoder": diffae.eval().requires_grad_(False)}
         self._check_shapes()
@@ -366,6 +372,8 @@ class DiffGen(EMADiffusionModule):
         with torch.no_grad():
             latent = batch["latent"] if "latent" in batch else self.autoencoder.encode(batch["audio"])
             if "embedding" in batch:
+                if self.model_config("text_padding") == "attend":
+                    raise ValueError(_ATTEND_NEEDS_TEXT)
                 embedding, mask = batch["embedding"].float(), batch["embedding_mask"].bool()
             else:
                 embedding, mask = self.text_encoder(batch["text"])

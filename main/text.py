@@ -10,17 +10,28 @@ from torch import Tensor, nn
 from main.hub import load_local_first
 
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
+# How a DiffGen sees the padding tokens of its text: "mask" (this repository: padding zeroed and excluded from
+# cross-attention) or "attend" (the original bird-diffusion code and a-unet: padding embeddings attended to).
+TEXT_PADDING_MODES = ("mask", "attend")
+
+
+def check_text_padding(mode: str) -> str:
+    """`mode` if it is a known text-padding mode, else a ValueError naming the choices."""
+    if mode not in TEXT_PADDING_MODES:
+        raise ValueError(f"text_padding must be one of {TEXT_PADDING_MODES}, got {mode!r}")
+    return mode
 
 
 class FrozenTextEncoder(nn.Module):
     """Tokenizer + encoder of a Hugging Face model, frozen and always in eval mode."""
 
-    def __init__(self, name_or_path: str = "t5-base", max_length: int = 128):
+    def __init__(self, name_or_path: str = "t5-base", max_length: int = 128, text_padding: str = "mask"):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
         self.name_or_path = str(name_or_path)
         self.max_length = max_length
+        self.text_padding = check_text_padding(text_padding)
 
         def load(local_files_only: bool) -> tuple:
             config = AutoConfig.from_pretrained(self.name_or_path, local_files_only=local_files_only)
@@ -40,7 +51,11 @@ class FrozenTextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Embed `texts` as [batch, max_length, features] plus a bool mask [batch, max_length] (True = token)."""
+        """Embed `texts` as [batch, max_length, features] plus a bool mask [batch, max_length] (True = attend).
+
+        In "mask" mode padded positions are zeroed and masked; in "attend" mode (weights from the original
+        repository) the encoder's padding embeddings are kept and the mask is all true, as they were trained.
+        """
         if isinstance(texts, str):
             texts = [texts]
         tokens = self.tokenizer(
@@ -55,5 +70,7 @@ class FrozenTextEncoder(nn.Module):
         attention_mask = tokens["attention_mask"].to(device)
         embedding = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.bool()
+        if self.text_padding == "attend":
+            return embedding, torch.ones_like(mask)
         # Padded positions are zeroed as well as masked, so cached embeddings carry no padding information.
         return embedding * mask.unsqueeze(-1), mask

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -13,7 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
+from main.compat import adapt_config_for_original, checkpoint_layout, read_checkpoint, resume_from_original
 from main.config import ConfigError, validate_config
+
+
+log = logging.getLogger(__name__)
 
 
 def find_last_checkpoint(search_dir: Path) -> Path:
@@ -32,6 +37,14 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[str]:
     if str(ckpt) == "last":
         return str(find_last_checkpoint(Path(cfg.paths.log_dir) / str(cfg.task_name)))
     return str(Path(str(ckpt)).expanduser())
+
+
+def read_original_checkpoint(ckpt_path: Optional[str]) -> Optional[dict[str, Any]]:
+    """The checkpoint at `ckpt_path` when it is the original bird-diffusion code's (else None)."""
+    if ckpt_path is None:
+        return None
+    checkpoint = read_checkpoint(ckpt_path)
+    return checkpoint if checkpoint_layout(checkpoint).startswith("original") else None
 
 
 def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
@@ -63,8 +76,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True)
 
+    original = read_original_checkpoint(ckpt_path)
+    if original is not None:
+        for note in adapt_config_for_original(cfg, original, cfg.paths.output_dir):
+            log.warning("resuming an original bird-diffusion checkpoint: %s", note)
+
     datamodule = instantiate(cfg.datamodule, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
+    if original is not None:
+        ckpt_path, migration = resume_from_original(model, original, cfg.paths.output_dir)
+        log.warning("%s", migration.summary())
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(
