@@ -59,8 +59,8 @@ def validate_config(cfg: DictConfig) -> None:
     if kind == "dmae":
         _validate_diffae(cfg.model.get("model") or {}, crop, "model.model")
         init = cfg.model.get("init_from")
-        if init not in (None, "pretrained"):
-            _require_file(init, "model.init_from", "DiffAE weights file")
+        if init not in (None, "pretrained") and not Path(str(init)).expanduser().is_dir():
+            _require_file(init, "model.init_from", "DiffAE weights file (or a folder in the hub's layout)")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

@@ -49,3 +49,32 @@ def load_local_first(name: str, load: Callable[[bool], T], revision: str | None 
         if Path(name).is_dir() or not hub_reachable():
             raise OfflineModelError(offline_hint(name, revision)) from local_error
     return load(False)
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_weights(name: str, revision: str | None = None, prefix: str = "") -> dict:
+    """The weights of a hub model (repository id, or a local folder in the hub's layout) as a state dict, read
+    without running the repository's code; keys under `prefix` only, with the prefix removed."""
+    import torch
+
+    def load(local_files_only: bool) -> Path:
+        if Path(name).is_dir():
+            return Path(name)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, revision=revision, local_files_only=local_files_only,
+                                      allow_patterns=["*.json", *WEIGHT_FILES]))
+
+    folder = load_local_first(name, load, revision)
+    path = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{name}: no {' or '.join(WEIGHT_FILES)} in {folder}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -18,7 +18,7 @@ from main.attention import embedding_mask, enable_masked_attention
 from main.compat import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.diffusion import add_noise
 from main.diffusion import sample as run_sampler
-from main.hub import load_local_first
+from main.hub import hub_weights, load_local_first
 from main.text import FrozenTextEncoder, check_text_padding
 
 PRETRAINED_DIFFAE_REPO = "archinetai/dmae1d-ATC64-v2"
@@ -291,17 +291,14 @@ def get_default_diffgen(state_dict_file: Optional[Union[str, Path]] = None) -> D
 
 
 def get_pretrained_diffae_from_huggingface(
-    repo: str = PRETRAINED_DIFFAE_REPO, revision: str = PRETRAINED_DIFFAE_REVISION
+    repo: str = PRETRAINED_DIFFAE_REPO, revision: Optional[str] = PRETRAINED_DIFFAE_REVISION
 ) -> DiffusionAE:
-    """The DiffAE pretrained on music (48 kHz stereo) from the Hugging Face hub, at a pinned revision."""
-    from transformers import AutoModel
-
-    def load(local_files_only: bool) -> nn.Module:
-        return AutoModel.from_pretrained(
-            repo, trust_remote_code=True, revision=revision, local_files_only=local_files_only
-        )
-
-    return load_local_first(repo, load, revision).model
+    """The DiffAE pretrained on music (48 kHz stereo) from the Hugging Face hub at a pinned revision, or from a
+    local folder in the same layout. Its weights (the hub model's `.model.*`) are loaded into the seed
+    architecture without running the repository's code; every weight must fit."""
+    model = build_diffae()
+    load_model_state(model, hub_weights(repo, revision, prefix="model."))
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- sampling

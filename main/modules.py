@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
 from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffusion_loss
 from main.diffusion import sigma_distribution as sigma_distribution_fn
+from main.hub import hub_weights
 from main.models import (
     DIFFGEN_CONFIG,
     build_diffae,
@@ -246,7 +248,9 @@ class DMAE(EMADiffusionModule):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from}
         super().__init__(hparams, **training)
         self.model = build_diffae(**self.hparams.model)
-        if init_from:
+        if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
+            load_model_state(self.model, hub_weights(init_from, prefix="model."))
+        elif init_from:
             load_model_state(self.model, model_state_dict(_load_diffae(init_from)))
         self._init_ema()
 
@@ -288,9 +292,12 @@ _ATTEND_NEEDS_TEXT = (
 
 
 def _load_diffae(source: str) -> nn.Module:
-    """A DiffAE from an exported/checkpoint file, or the pretrained hub model when `source` is 'pretrained'."""
+    """A DiffAE from an exported/checkpoint file, the pretrained hub model when `source` is 'pretrained', or a
+    model in the hub's layout (config.json + remote code + weights) in a local folder."""
     if source == "pretrained":
         return get_pretrained_diffae_from_huggingface()
+    if Path(source).is_dir():
+        return get_pretrained_diffae_from_huggingface(source, revision=None)
     return get_default_diffae(source)
 
 

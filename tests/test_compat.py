@@ -195,3 +195,36 @@ def test_attend_mode_refuses_pre_encoded_data(tmp_path):
     cfg.model.autoencoder = None
     with pytest.raises(ConfigError, match="text_padding=attend"):
         validate_config(cfg)
+
+
+def hub_style_folder(folder: Path, diffae_config: dict) -> Path:
+    """A DiffAE in the layout of the pretrained hub model: config.json with an auto_map to remote code (not
+    needed here: only the weights are read) and the weights of the `AutoModel`, whose `.model` is the DiffAE."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "hub-style-dmae", "architectures": ["HubStyleDMAE"], "diffae": diffae_config,
+        "auto_map": {"AutoConfig": "hub_config.HubStyleDMAEConfig", "AutoModel": "hub_model.HubStyleDMAE"},
+    }))
+    from main.models import build_diffae
+
+    torch.manual_seed(1)
+    # The hub model's pytorch_model.bin: a torch.save'd state dict with every (tied) name.
+    torch.save({f"model.{k}": v for k, v in build_diffae(**diffae_config).state_dict().items()},
+               folder / "pytorch_model.bin")
+    return folder
+
+
+def test_init_from_a_hub_layout_folder_brings_every_weight(tmp_path):
+    """`model.init_from` with the hub's layout (as `init_from: pretrained` downloads it) sets every weight of the
+    DMAE, and its EMA starts from them; a model of another shape is refused naming the keys."""
+    from main.modules import DMAE
+
+    folder = hub_style_folder(tmp_path / "hub", DIFFAE_TINY)
+    expected = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    module = DMAE(model=DIFFAE_TINY, sample_rate=16000, init_from=str(folder))
+    for model in (module.model, module.ema_model):
+        state = model.state_dict()
+        assert all(torch.equal(state[k[len("model."):]], v) for k, v in expected.items())
+    other = {**DIFFAE_TINY, "channels": [16, 32, 64]}
+    with pytest.raises(RuntimeError, match="size mismatch for .*net"):
+        DMAE(model=other, sample_rate=16000, init_from=str(folder))
