@@ -40,8 +40,35 @@ def _require_file(value: Any, key: str, what: str) -> None:
         raise ConfigError(f"{key}={value}: {what} not found")
 
 
+# Values that must be numbers (Hydra passes `model.lr=abc` through as a string); checked before anything is built.
+NUMERIC_KEYS: dict[str, type] = {
+    "model.lr": float, "model.eps": float, "model.weight_decay": float, "model.ema_beta": float,
+    "model.ema_power": float, "model.ema_update_every": int, "model.ema_update_after_step": int,
+    "model.lr_warmup_steps": int, "model.lr_min_ratio": float, "model.cfg_mask_proba": float,
+    "model.preview_steps": int, "model.sample_rate": int, "model.sigma_mean": float, "model.sigma_std": float,
+    "datamodule.batch_size": int, "datamodule.num_workers": int, "datamodule.crop_length": int,
+    "datamodule.sample_rate": int, "seed": int,
+}
+
+
+def _check_types(cfg: DictConfig) -> None:
+    for key, kind in NUMERIC_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int and ok and float(value) != int(value):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
+    betas = OmegaConf.select(cfg, "model.betas", default=None)
+    if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) for b in betas)):
+        raise ConfigError(f"model.betas={list(betas)!r}: expected two numbers, e.g. [0.95, 0.999]")
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Fail at start-up, naming the key, for shapes the U-Nets cannot take and for missing files."""
+    """Fail at start-up, naming the key, for wrong types, shapes the U-Nets cannot take and missing files."""
+    _check_types(cfg)
     kind = _model_kind(cfg)
     data = cfg.datamodule
     crop = int(data.crop_length)

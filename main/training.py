@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
 from main.compat import adapt_config_for_original, checkpoint_layout, read_checkpoint, resume_from_original
@@ -88,6 +88,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.warning("%s", migration.summary())
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # logger=none: callbacks that only feed a logger have nothing to do
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )

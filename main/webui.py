@@ -33,13 +33,25 @@ def species_from_manifest(manifest: Optional[str]) -> list[str]:
     return sorted({str(row["sci_name"]) for row in read_manifest(manifest)})
 
 
+def resolve_prompt(prompt: Optional[str], species: Optional[str]) -> str:
+    """The text to generate from: the prompt, or the picked species when the prompt is still empty (the species
+    picker fills the prompt through its own event, which may not have run when Generate is pressed)."""
+    text = (prompt or "").strip() or (species or "").strip()
+    if not text:
+        raise ValueError("Enter a prompt or pick a species.")
+    return text
+
+
 def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Optional[str] = None) -> gr.Blocks:
     """The Gradio app around a CombinedSampler."""
     out = Path(out_dir or tempfile.mkdtemp(prefix="bird-webui-"))
 
-    def generate(prompt: str, cfg: float, steps: int, seed: int, seconds: float, sampler: str) -> tuple[str, str]:
-        if not prompt.strip():
-            raise gr.Error("Enter a prompt or pick a species.")
+    def generate(prompt: str, species_name: Optional[str], cfg: float, steps: int, seed: int, seconds: float,
+                 sampler: str) -> tuple[str, str]:
+        try:
+            prompt = resolve_prompt(prompt, species_name)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
         audio = model.sample([prompt], sampling_steps=int(steps), decoding_steps=int(steps), embedding_scale=cfg,
                              latent_length=model.latent_frames(seconds), sampler=sampler, seed=int(seed))
         clip = audio[0, :, : round(seconds * model.sample_rate)]
@@ -64,7 +76,7 @@ def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Opti
                 audio = gr.Audio(label="Generated audio", type="filepath", elem_id="audio")
                 image = gr.Image(label="Spectrogram", type="filepath", elem_id="spectrogram")
         species_box.change(lambda name: name or "", species_box, prompt)
-        button.click(generate, [prompt, cfg, steps, seed, seconds, sampler], [audio, image])
+        button.click(generate, [prompt, species_box, cfg, steps, seed, seconds, sampler], [audio, image])
     return app
 
 

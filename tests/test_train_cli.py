@@ -88,6 +88,9 @@ def test_seed_experiments_instantiate_seed_models(tmp_path, local_t5):
         (["model.model.inject_depth=1"], "model.model.inject_depth"),
         (["model.sample_rate=32000"], "model.sample_rate"),
         (["+ckpt=/nonexistent/last.ckpt"], "ckpt"),
+        (["model.lr=abc"], "model.lr"),
+        (["datamodule.batch_size=2.5"], "datamodule.batch_size"),
+        (["model.betas=[0.9]"], "model.betas"),
     ],
 )
 def test_config_mistakes_fail_at_startup_naming_the_key(overrides, key, tmp_path):
@@ -108,6 +111,7 @@ def test_bad_config_exits_fast_from_the_command_line(tmp_path):
     result = run_train(tmp_path, "exp=dmae_tiny", "datamodule.crop_length=8100")
     assert result.returncode != 0
     assert "datamodule.crop_length=8100 must be a multiple of 64" in result.stderr
+    assert "Traceback" not in result.stderr and result.returncode == 2  # one clear line
     assert time.monotonic() - start < 60
 
 
@@ -209,3 +213,12 @@ def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     assert [int(r["step"]) for r in rows] == [4]
     assert 0.0 <= float(rows[0]["valid/latent_species_top1"]) <= 1.0
     assert 0.0 <= float(rows[0]["valid/latent_species_top1_real"]) <= 1.0
+
+
+@pytest.mark.parametrize("logger", sorted(p.stem for p in (ROOT / "main/conf/logger").glob("*.yaml")))
+def test_every_logger_option_starts(logger, tmp_path):
+    """Each `logger=` the README offers composes and trains (logger=none used to fail on LearningRateMonitor)."""
+    result = run_train(tmp_path, "exp=dmae_tiny", f"logger={logger}", "trainer.max_steps=1",
+                       "callbacks.audio_preview=null", "trainer.limit_val_batches=0", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run/checkpoints/last.ckpt").is_file()

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
 
 
 def free_port() -> int:
@@ -18,6 +18,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@NEEDS_CHROMIUM
 def test_webui_generates_audio_and_spectrogram(tmp_path, tiny_exports):
     from playwright.sync_api import sync_playwright
 
@@ -57,3 +58,12 @@ def test_webui_generates_audio_and_spectrogram(tmp_path, tiny_exports):
     info = sf.info(str(wavs[0]))
     assert info.samplerate == 16000 and info.channels == 2 and info.frames == 16000
     assert wavs[0].with_suffix(".png").is_file()
+
+
+def test_generate_uses_the_picked_species_when_the_prompt_is_empty():
+    from main.webui import resolve_prompt
+
+    assert resolve_prompt("", "Turdus merula") == "Turdus merula"  # Generate pressed before the prompt filled
+    assert resolve_prompt("Turdus merula; song", "Synthia fluvialis") == "Turdus merula; song"
+    with pytest.raises(ValueError, match="pick a species"):
+        resolve_prompt("  ", None)
