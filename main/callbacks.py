@@ -11,6 +11,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from main.audio import save_audio, save_spectrogram_png
+from main.checkpointing import rng_neutral
 
 
 def _take(batch: Mapping[str, Any], n: int, device: torch.device) -> dict[str, Any]:
@@ -63,6 +64,10 @@ class AudioPreviewCallback(pl.Callback):
     @torch.no_grad()
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Path]:
         """Write (and log) the previews of the current EMA model; returns the files written."""
+        with rng_neutral():
+            return self._render(trainer, pl_module)
+
+    def _render(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Path]:
         self._last_step = trainer.global_step
         if not trainer.is_global_zero:
             return []
@@ -146,6 +151,7 @@ class LatentSpeciesCallback(pl.Callback):
         return tuple(torch.cat([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
     @torch.no_grad()
+    @rng_neutral()
     def setup_probe(self, trainer: pl.Trainer, pl_module: Any) -> None:
         """Fit the classifier on training latents and collect the validation prompts."""
         from main.analysis.latent_species import LatentSpeciesClassifier
@@ -187,6 +193,7 @@ class LatentSpeciesCallback(pl.Callback):
             self.measure(trainer, pl_module)
 
     @torch.no_grad()
+    @rng_neutral()
     def measure(self, trainer: pl.Trainer, pl_module: Any, log: bool = True) -> dict[str, float]:
         """Generate latents for the validation prompts with the EMA model and score them."""
         from main.models import generate_latent

@@ -6,8 +6,9 @@ import io
 import os
 import random
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -77,3 +78,14 @@ def restore_rng_states(states: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def rng_neutral() -> Iterator[None]:
+    """Run the block without changing the global RNG streams (torch, CUDA, numpy, python): work on the side of
+    training (previews, probes) must not shift the training's random numbers, or a resumed run would differ."""
+    states = collect_rng_states()
+    try:
+        yield
+    finally:
+        restore_rng_states(states)
