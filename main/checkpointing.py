@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import tempfile
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from main.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,25 +24,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Serialise `checkpoint` and atomically replace `path` with it."""
         if "://" in str(path):  # remote file systems: Lightning's fsspec transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        torch.save(checkpoint, buffer)  # serialise first: a failure here leaves no file at all
+        with atomic_path(path, durable=True) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:

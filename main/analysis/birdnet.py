@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from main.files import atomic_path
 
 PathLike = Union[str, os.PathLike]
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
@@ -257,11 +258,9 @@ class BirdNet:
 
     def _write_cache(self, digest: str, confidences: np.ndarray, embedding: np.ndarray, chunks: int) -> None:
         path = self.cache_path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-            np.savez_compressed(handle, confidences=confidences.astype(np.float32),
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, confidences=confidences.astype(np.float32),
                                 embedding=embedding.astype(np.float32), chunks=np.int64(chunks))
-        os.replace(handle.name, path)
 
 
 def _duration_seconds(path: str) -> float:

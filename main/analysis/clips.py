@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from main.audio import slug as audio_slug
+from main.files import write_csv_atomic
 
 PathLike = Union[str, os.PathLike]
 CLIPS_FILE = "clips.csv"
@@ -105,13 +106,7 @@ def clips_from_manifest(
 def write_clips_csv(folder: PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write `clips.csv` (file, label, sci_name, seed, source) into `folder`, atomically."""
     path = Path(folder) / CLIPS_FILE
-    tmp = path.with_name(f".{CLIPS_FILE}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, CLIP_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return write_csv_atomic(path, rows, CLIP_COLUMNS)
 
 
 def read_clip_rows(folder: PathLike) -> list[dict[str, str]]:

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from main.analysis.clips import ClipSet
+from main.files import write_text_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,12 +39,7 @@ def jsonable(value: Any) -> Any:
 
 def write_json(path: PathLike, data: Any) -> Path:
     """Write strict JSON (NaN as null) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 def evaluate_sets(

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from main.analysis.clips import load_audio, slug, write_clips_csv
+from main.files import atomic_path
 
 PathLike = Union[str, os.PathLike]
 GENERATION_FILE = "generation.json"
@@ -116,9 +117,8 @@ def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
     """Write a WAV atomically (a killed run leaves no truncated clip behind)."""
     from main.audio import save_audio
 
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
-    save_audio(tmp, audio, sample_rate)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".wav") as tmp:
+        save_audio(tmp, audio, sample_rate)
 
 
 def _is_complete(path: Path) -> bool:
@@ -220,10 +220,8 @@ def latent_path(folder: PathLike, clip_file: str) -> Path:
 
 
 def _write_latent(path: Path, latent: Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
-    np.save(tmp, latent.detach().float().cpu().numpy())
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, latent.detach().float().cpu().numpy())
 
 
 @torch.no_grad()

@@ -6,13 +6,13 @@ Resumable: each setting's folder keeps its clips (generation skips them) and Bir
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from main.analysis.clips import ClipSet, clips_from_folder, clips_from_manifest, select_rows
 from main.analysis.evaluate import evaluate_sets, jsonable, summary_row, write_json
+from main.files import write_csv_atomic
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_CFG_SCALES: tuple[float, ...] = (1.0, 2.5, 5.0, 7.5, 10.0, 15.0)
@@ -103,12 +103,7 @@ def write_sweep(out_dir: PathLike, table: Sequence[dict[str, Any]], details: dic
     """Write `sweep.csv` (one row per setting) and `sweep.json` (settings, rows and full results)."""
     out = Path(out_dir)
     csv_path = out / SWEEP_CSV
-    tmp = out / f".{SWEEP_CSV}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, list(table[0].keys()) if table else ["setting"])
-        writer.writeheader()
-        writer.writerows(jsonable(list(table)))
-    os.replace(tmp, csv_path)
+    write_csv_atomic(csv_path, jsonable(list(table)), list(table[0].keys()) if table else ["setting"])
     json_path = write_json(out / SWEEP_JSON, {**details, "rows": list(table)})
     return csv_path, json_path
 

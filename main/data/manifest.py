@@ -32,6 +32,8 @@ from .audio import REASONS, AudioCheck, check_audio, is_audio_path
 from .labels import LABEL_STYLES, en_name_of, make_label, parse_list, sci_name_of
 from .splits import DEFAULT_FRACTIONS, SPLIT_NAMES, assign_splits, split_counts
 
+from main.files import write_csv_atomic
+
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
@@ -403,13 +405,7 @@ def _relative(path: str, root: Path) -> str:
 
 def _atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Write a CSV through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_csv_atomic(path, rows, columns)
 
 
 def prepare_manifest(

@@ -59,6 +59,8 @@ from .cropping import CropReader, to_channels
 from .datamodule import normalize_loudness
 from .manifest import read_manifest
 
+from main.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 Item = Optional[dict[str, Any]]
@@ -354,9 +356,7 @@ def write_shards(
             pool.terminate()
             pool.join()
     index["failed"] = dict(report.failed)
-    tmp = out / f".{INDEX_FILE}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out / INDEX_FILE)
+    write_text_atomic(out / INDEX_FILE, json.dumps(index, indent=1))
     report.index_path = out / INDEX_FILE
     report.seconds = time.perf_counter() - start
     return report

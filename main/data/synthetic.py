@@ -26,6 +26,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import soundfile as sf
 
+from main.files import write_text_atomic
+
 from .manifest import prepare_manifest
 
 PathLike = Union[str, os.PathLike]
@@ -410,9 +412,7 @@ def generate_synthetic_dataset(
     if report.ok != len(records):
         raise RuntimeError(f"synthetic data failed validation:\n{report.summary()}")
     stored = {"hash": params_hash(params), "params": params, "manifest": MANIFEST_FILE, "files": files}
-    tmp = out / f".{PARAMS_FILE}.tmp"
-    tmp.write_text(json.dumps(stored, indent=1))
-    os.replace(tmp, out / PARAMS_FILE)
+    write_text_atomic(out / PARAMS_FILE, json.dumps(stored, indent=1))
     assert report.manifest_path is not None
     return report.manifest_path
 

@@ -26,7 +26,6 @@ longer listing are deleted once a listing completes.
 
 from __future__ import annotations
 
-import csv
 import email.utils
 import http.client
 import json
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 from .audio import check_audio
+
+from main.files import write_csv_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -399,9 +400,7 @@ def metadata_pages(out_dir: PathLike) -> list[Path]:
 
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
 
 def _iter_pages(
@@ -562,9 +561,4 @@ def _verify(path: Path, size: Optional[int], verify_audio: bool) -> Optional[tup
 
 def _write_failures(path: Path, failures: Iterable[dict[str, str]]) -> None:
     """failures.csv: id, url, reason, detail of every failed record of the run."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "url", "reason", "detail"])
-        writer.writeheader()
-        writer.writerows(failures)
-    os.replace(tmp, path)
+    write_csv_atomic(path, failures, ["id", "url", "reason", "detail"])
