@@ -103,10 +103,19 @@ class EMADiffusionModule(pl.LightningModule):
         self.skipped_data_items = 0
         self._step_was_skipped = False
 
+    def build_model(self) -> nn.Module:
+        """A fresh model of this module's architecture (the online model and its EMA twin)."""
+        raise NotImplementedError
+
     def _init_ema(self) -> None:
         hp = self.hparams
+        # The EMA copy is built, not deep-copied: a-unet's U-Net blocks run forward closures that a deepcopy
+        # shares with the original, so a deep-copied "EMA" model computes with the online weights.
+        twin = self.build_model()
+        twin.load_state_dict(self.model.state_dict())
         self.ema = EMA(
             self.model,
+            ema_model=twin.requires_grad_(False),
             beta=hp.ema_beta,
             power=hp.ema_power,
             update_every=hp.ema_update_every,
@@ -247,12 +256,16 @@ class DMAE(EMADiffusionModule):
     ):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from}
         super().__init__(hparams, **training)
-        self.model = build_diffae(**self.hparams.model)
+        self.model = self.build_model()
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
             load_model_state(self.model, hub_weights(init_from, prefix="model."))
         elif init_from:
             load_model_state(self.model, model_state_dict(_load_diffae(init_from)))
         self._init_ema()
+
+    def build_model(self) -> nn.Module:
+        """A DiffAE of the configured architecture."""
+        return build_diffae(**self.hparams.model)
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
@@ -325,7 +338,7 @@ class DiffGen(EMADiffusionModule):
         super().__init__(hparams, **training)
         if not 0.0 <= cfg_mask_proba < 1.0:
             raise ValueError(f"model.cfg_mask_proba must be in [0, 1), got {cfg_mask_proba}")
-        self.model = build_diffgen(**self.hparams.model)
+        self.model = self.build_model()
         self._init_ema()
         # Frozen parts live outside the module tree: not in checkpoints, not seen by the optimizer or DDP,
         # and untouched by Lightning's .train().
@@ -333,6 +346,10 @@ class DiffGen(EMADiffusionModule):
         diffae = _load_diffae(autoencoder) if autoencoder else build_diffae(**self.hparams.autoencoder_model)
         self._frozen: dict[str, nn.Module] = {"text": text, "autoencoder": diffae.eval().requires_grad_(False)}
         self._check_shapes()
+
+    def build_model(self) -> nn.Module:
+        """A DiffGen U-Net of the configured architecture."""
+        return build_diffgen(**self.hparams.model)
 
     def _check_shapes(self) -> None:
         c = self.hparams

@@ -245,3 +245,33 @@ def test_logit_normal_training_sigmas(tiny_diffae_config):
     assert isinstance(module.training_sigmas, LogitNormalSigmas)
     with pytest.raises(ValueError, match="model.sigma_distribution"):
         DMAE(model=tiny_diffae_config, sample_rate=16000, sigma_distribution="lognormal")
+
+
+def test_ema_model_computes_with_its_own_weights(tiny_diffae_config, tiny_diffgen_config, text_encoder_path):
+    """The EMA twin is a separate model: changing its weights changes its output and not the online model's.
+    (A deep copy of an a-unet U-Net shares the original's forward closures, so a deep-copied 'EMA' computed
+    with the online weights: validation, previews and the latent probe all measured the online model.)"""
+    from main.models import diffgen_velocity
+
+    torch.manual_seed(0)
+    dmae = DMAE(model=tiny_diffae_config, sample_rate=16000)
+    diffgen = DiffGen(model=tiny_diffgen_config, autoencoder_model=tiny_diffae_config, text_encoder=text_encoder_path,
+                      text_encoder_max_length=32, sample_rate=16000)
+    audio, sigmas = torch.randn(1, 2, 8192), torch.full((1,), 0.5)
+    latent, embedding = torch.randn(1, 8, 32), torch.randn(1, 32, 384)
+
+    def outputs(module):
+        if isinstance(module, DMAE):
+            run = lambda m: m.net(audio, sigmas, channels=[None] * m.inject_depth + [m.encode(audio)])  # noqa: E731
+        else:
+            run = lambda m: diffgen_velocity(m, latent, sigmas, embedding, None)  # noqa: E731
+        return run(module.model), run(module.ema_model)
+
+    for module in (dmae, diffgen):
+        with torch.no_grad():
+            online, ema = outputs(module)
+            assert torch.equal(online, ema)  # the twin starts as a copy
+            for p in module.ema_model.parameters():
+                p.mul_(0.5)
+            online_after, ema_after = outputs(module)
+        assert torch.equal(online_after, online) and not torch.allclose(ema_after, online)
