@@ -8,7 +8,14 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from main.models import DIFFAE_CONFIG, DIFFGEN_CONFIG, _merged, diffae_downsample_factor, unet_length_multiple
+from main.models import (
+    DIFFAE_CONFIG,
+    DIFFGEN_CONFIG,
+    _merged,
+    diffae_audio_multiple,
+    diffae_downsample_factor,
+    unet_length_multiple,
+)
 from main.text import TEXT_PADDING_MODES
 
 
@@ -144,8 +151,8 @@ def _validate_diffae(model_cfg: Any, crop: int, key: str) -> None:
         raise ConfigError(f"{key}.inject_depth={c['inject_depth']} must index {key}.channels")
     multiple = unet_length_multiple(c["factors"], c["lt_stride"])
     factor = diffae_downsample_factor(c)
-    needed = max(multiple, factor)
-    if crop % multiple or crop % factor:
+    needed = diffae_audio_multiple(c)
+    if crop % needed:
         raise ConfigError(
             f"datamodule.crop_length={crop} must be a multiple of {needed}: the DiffAE U-Net divides by "
             f"{multiple} ({key}.lt_stride x prod({key}.factors)) and the encoder by {factor}"

@@ -186,6 +186,13 @@ def unet_length_multiple(factors: Sequence[int], stride: int = 1) -> int:
     return multiple
 
 
+def diffae_audio_multiple(config: Mapping[str, Any]) -> int:
+    """The one length rule: audio a DiffAE of `config` encodes and decodes is a multiple of this (its U-Net's
+    down-sampling incl. the LT stride, and its encoder's samples per latent frame)."""
+    c = _merged(DIFFAE_CONFIG, config)
+    return math.lcm(unet_length_multiple(c["factors"], c["lt_stride"]), diffae_downsample_factor(c))
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 def _tied_groups(model: nn.Module) -> list[list[str]]:
@@ -485,11 +492,10 @@ class CombinedSampler(nn.Module):
 
     def latent_frames(self, seconds: float) -> int:
         """The shortest latent length covering `seconds` of audio that both U-Nets can take."""
-        diffae_config = getattr(self.diffae, "config", DIFFAE_CONFIG)
         diffgen_config = getattr(self.diffgen, "config", DIFFGEN_CONFIG)
         factor = int(self.diffae.latent_factor)
-        diffae_multiple = unet_length_multiple(diffae_config["factors"], diffae_config["lt_stride"])
-        multiple = math.lcm(unet_length_multiple(diffgen_config["factors"]), max(1, diffae_multiple // factor))
+        diffae_multiple = diffae_audio_multiple(getattr(self.diffae, "config", {}))
+        multiple = math.lcm(unet_length_multiple(diffgen_config["factors"]), diffae_multiple // factor)
         return max(multiple, math.ceil(seconds * self.sample_rate / factor / multiple) * multiple)
 
     def save_pretrained(self, folder: Union[str, Path], include_text_encoder: Optional[bool] = None) -> Path:

@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if original is not None:
         for note in adapt_config_for_original(cfg, original, cfg.paths.output_dir):
             log.warning("resuming an original bird-diffusion checkpoint: %s", note)
+        validate_config(cfg)  # e.g. text_padding=attend cannot train on pre-encoded data
 
     datamodule = instantiate(cfg.datamodule, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")

@@ -326,10 +326,9 @@ def load_clip(path: PathLike, sample_rate: int, seconds: Optional[float], channe
 
 def diffae_length_multiple(diffae: Any) -> int:
     """The audio length a DiffAE can encode and decode must be a multiple of this."""
-    from main.models import DIFFAE_CONFIG, unet_length_multiple
+    from main.models import diffae_audio_multiple
 
-    config = getattr(diffae, "config", DIFFAE_CONFIG)
-    return math.lcm(int(diffae.latent_factor), unet_length_multiple(config["factors"], config["lt_stride"]))
+    return diffae_audio_multiple(getattr(diffae, "config", {}))
 
 
 def reconstruct_clips(
