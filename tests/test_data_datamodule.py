@@ -181,6 +181,24 @@ def test_corrupt_file_at_read_time(synthetic_manifest: Path, tmp_path: Path) -> 
     assert dataset[0] is None and dataset[1] is None and dataset[2] is not None
 
 
+def test_file_decoding_to_nan_is_skipped_and_counted(synthetic_manifest: Path, tmp_path: Path) -> None:
+    """A float WAV holding NaN/inf decodes without error; it is skipped like an unreadable file, so it never
+    reaches a batch (where it would make the loss non-finite and throw away the whole batch)."""
+    import soundfile as sf
+
+    folder = tmp_path / "copy"
+    shutil.copytree(synthetic_manifest.parent, folder)
+    dataset = AudioDataset(folder / synthetic_manifest.name, "train", SR, CROP)
+    bad = np.zeros((SR, 2), dtype=np.float32)
+    bad[100, 0], bad[200, 1] = np.nan, np.inf
+    for index in (0, 1):
+        Path(dataset.paths[index]).unlink()
+        dataset.paths[index] = str(Path(dataset.paths[index]).with_suffix(".wav"))
+        sf.write(dataset.paths[index], bad, SR, subtype="FLOAT")
+    batch = collate_audio([dataset[i] for i in range(4)], crop_length=CROP)
+    assert int(batch["skipped"]) == 2 and batch["audio"].shape[0] == 2 and torch.isfinite(batch["audio"]).all()
+
+
 def test_collate_audio() -> None:
     item = {"audio": torch.ones(2, 16), "text": "a"}
     batch = collate_audio([item, None, item])

@@ -133,6 +133,11 @@ class AudioDataset(CropReader, Dataset):
                 self._warned.add(path)
                 log.warning("skipping %s: %s", path, error)
             return None
+        if not bool(torch.isfinite(audio).all()):  # e.g. a float WAV holding NaN/inf: never reaches a batch
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("skipping %s: it decodes to non-finite samples (NaN/inf)", path)
+            return None
         if self.loudness_normalize:
             audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
