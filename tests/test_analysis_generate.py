@@ -106,3 +106,34 @@ def test_reconstruct_end_to_end_and_resumable(tmp_path, tiny_exports, manifest):
     assert (info.samplerate, info.frames, info.channels) == (16000, 8000, 2)
     assert analysis_main(args).written == 0
     assert json.loads((out / "reconstruction.json").read_text())["kind"] == "reconstruct"
+
+
+# `main.analysis generate` audio before generation moved to one function (main.inference): clips 0..2 of the
+# 3-clip run below, read back from the WAVs as float. Any change here means generated audio changed.
+PINNED_GENERATE = {"sum": 37.306854248046875, "abs_sum": 20371.994232177734,
+                   "samples": [0.16339111328125, 0.786346435546875, 0.91387939453125, -0.372344970703125],
+                   "latent_abs_sum": 21.68428148557723}
+
+
+def _pinned_digest(out) -> dict:
+    from main.analysis.generate import latent_path
+
+    rows = list(csv.DictReader(open(out / "clips.csv")))
+    audio = np.stack([sf.read(str(out / r["file"]), dtype="float32")[0] for r in rows]).astype(np.float64)
+    latents = np.stack([np.load(latent_path(out, r["file"])) for r in rows]).astype(np.float64)
+    return {"sum": float(audio.sum()), "abs_sum": float(np.abs(audio).sum()),
+            "samples": [float(audio[c, i, ch]) for c, i, ch in ((0, 0, 0), (0, 1000, 1), (1, 4000, 0), (2, 7999, 1))],
+            "latent_abs_sum": float(np.abs(latents).sum())}
+
+
+def test_generate_audio_is_pinned(tmp_path, tiny_exports, manifest):
+    out = tmp_path / "gen"
+    analysis_main(["generate", "--diffae", str(tiny_exports["diffae"]), "--diffgen", str(tiny_exports["diffgen"]),
+                   "--manifest", str(manifest), "--split", "test", "--num", "3", "--seconds", "0.5", "--steps", "2",
+                   "--cfg", "2.5", "--seed", "7", "--device", "cpu", "--batch-size", "1", "--no-latent-probe",
+                   "--out", str(out)])
+    digest = _pinned_digest(out)
+    assert digest["sum"] == pytest.approx(PINNED_GENERATE["sum"], abs=1e-6)
+    assert digest["abs_sum"] == pytest.approx(PINNED_GENERATE["abs_sum"], abs=1e-6)
+    assert digest["samples"] == pytest.approx(PINNED_GENERATE["samples"], abs=1e-6)
+    assert digest["latent_abs_sum"] == pytest.approx(PINNED_GENERATE["latent_abs_sum"], rel=1e-6)
