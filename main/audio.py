@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import soundfile as sf
 import torch
 from torch import Tensor
+
+from main.files import PathLike
 
 
 def slug(text: str, limit: int = 60, fallback: str = "clip") -> str:
@@ -17,7 +19,7 @@ def slug(text: str, limit: int = 60, fallback: str = "clip") -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or fallback
 
 
-def save_audio(path: Union[str, Path], audio: Tensor, sample_rate: int) -> Path:
+def save_audio(path: PathLike, audio: Tensor, sample_rate: int) -> Path:
     """Write `audio` [channels, samples] (float, about [-1, 1]) as 16-bit PCM WAV; values are clipped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,7 @@ def log_spectrogram(audio: Tensor, n_fft: int = 1024, hop_length: int = 256) -> 
 
 
 def save_spectrogram_png(
-    path: Union[str, Path], audio: Tensor, sample_rate: int, title: Optional[str] = None
+    path: PathLike, audio: Tensor, sample_rate: int, title: Optional[str] = None
 ) -> Path:
     """Render the spectrogram of `audio` [channels, samples] to a PNG file."""
     import matplotlib

@@ -196,7 +196,7 @@ class LatentSpeciesCallback(pl.Callback):
     @rng_neutral()
     def measure(self, trainer: pl.Trainer, pl_module: Any, log: bool = True) -> dict[str, float]:
         """Generate latents for the validation prompts with the EMA model and score them."""
-        from main.models import generate_latent
+        from main.inference.guidance import generate_latent
 
         self._last_step = trainer.global_step
         if self._prompts is None:

@@ -22,10 +22,12 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
+
+from main.files import PathLike
 
 # What the original used where its files say nothing (t5-base, 32 kHz, ema-pytorch's EMA cadence).
 ORIGINAL_TEXT_ENCODER = "t5-base"
@@ -63,7 +65,7 @@ class Migration:
         return "\n".join(lines)
 
 
-def read_checkpoint(path: Union[str, Path]) -> Any:
+def read_checkpoint(path: PathLike) -> Any:
     """`torch.load` without unpickling code (memory-mapped where the format allows, so looking at a large
     checkpoint is cheap); a file with other pickled objects is refused with the command that converts it."""
     try:
@@ -111,12 +113,12 @@ def original_config(kind: str) -> dict[str, Any]:
     config: dict[str, Any] = {"kind": kind, "model": {}, "sample_rate": ORIGINAL_SAMPLE_RATE,
                               "origin": "original bird-diffusion"}
     if kind == "diffgen":
-        from main import models
+        from main.nets import defaults
 
         # The original padded its text to the U-Net's embedding_max_length (128 at seed size).
         config["model"] = {"text_padding": "attend"}
         config.update(text_encoder=ORIGINAL_TEXT_ENCODER,
-                      text_encoder_max_length=int(models.DIFFGEN_CONFIG["embedding_max_length"]))
+                      text_encoder_max_length=int(defaults.DIFFGEN_CONFIG["embedding_max_length"]))
     return config
 
 
@@ -206,7 +208,7 @@ def load_original_weights(module: torch.nn.Module, checkpoint: Mapping[str, Any]
     return migration
 
 
-def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_dir: Union[str, Path]) -> list[str]:
+def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_dir: PathLike) -> list[str]:
     """Before the module is built: make the run config fit an original checkpoint it resumes (a DiffGen attends to
     text padding; without `model.autoencoder` it uses the DiffAE stored in the checkpoint). Returns notes."""
     from omegaconf import OmegaConf, open_dict
@@ -226,7 +228,8 @@ def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_di
         notes.append("model.model.text_padding=attend (the original attended to T5 padding tokens)")
         diffae = _strip(checkpoint["state_dict"], "diffae.")
         if cfg.model.get("autoencoder") is None and diffae:
-            from main.models import build_diffae, load_model_state, model_state_dict
+            from main.nets.builders import build_diffae
+            from main.nets.weights import load_model_state, model_state_dict
 
             arch = OmegaConf.to_container(cfg.model.get("autoencoder_model") or {}, resolve=True)
             model = build_diffae(**arch)
@@ -242,7 +245,7 @@ def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_di
     return notes
 
 
-def resume_from_original(module: Any, checkpoint: Mapping[str, Any], output_dir: Union[str, Path]
+def resume_from_original(module: Any, checkpoint: Mapping[str, Any], output_dir: PathLike
                          ) -> tuple[Optional[str], Migration]:
     """The checkpoint path Lightning resumes from for an original checkpoint (converted into `output_dir`), or
     None after a weights-only start when it has no optimizer state."""
@@ -256,12 +259,13 @@ def resume_from_original(module: Any, checkpoint: Mapping[str, Any], output_dir:
     return str(path), migration
 
 
-def convert_file(source: Union[str, Path], output: Union[str, Path], kind: Optional[str] = None,
+def convert_file(source: PathLike, output: PathLike, kind: Optional[str] = None,
                  trust_pickle: bool = False, half: bool = False) -> tuple[Path, Migration]:
     """Write any weight file of the original (checkpoint, state dict, a trusted pickle of either or of a module) as an export
     (`<output>.safetensors` + JSON) that every model loader here reads."""
-    from main.models import BUILDERS, load_model_state, model_state_dict
     from main.export import write_export
+    from main.nets.builders import BUILDERS
+    from main.nets.weights import load_model_state, model_state_dict
 
     if trust_pickle:
         raw = torch.load(str(source), map_location="cpu", weights_only=False)

@@ -8,14 +8,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from main.models import (
-    DIFFAE_CONFIG,
-    DIFFGEN_CONFIG,
-    _merged,
-    diffae_audio_multiple,
-    diffae_downsample_factor,
-    unet_length_multiple,
-)
+from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
+from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, unet_length_multiple
 from main.text import TEXT_PADDING_MODES
 
 
@@ -133,7 +127,7 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _checked(defaults: dict, overrides: dict, key: str) -> dict:
     try:
-        return _merged(defaults, overrides)
+        return merged_config(defaults, overrides)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from error
 

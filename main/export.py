@@ -11,17 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from safetensors.torch import save_file
 from torch import Tensor
 
 from main.checkpointing import non_finite_tensors
 from main.compat import checkpoint_layout, layout_kind, read_checkpoint
-from main.models import load_model, model_state_dict
+from main.files import PathLike
+from main.nets.weights import load_model, model_state_dict
 
 
-def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path], half: bool = False,
+def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False,
                       extra: Optional[dict[str, Any]] = None) -> tuple[Path, Path]:
     """Write the checkpoint's EMA weights to `<output>.safetensors` (float16 with `half`: half the size, loaded
     back into float32 models) and its config (plus `extra` provenance) to `<output>.json`."""
@@ -35,7 +36,7 @@ def export_checkpoint(checkpoint: Union[str, Path], output: Union[str, Path], ha
     return write_export(tensors, config, output, half)
 
 
-def checkpoint_kind(raw: dict[str, Any], path: Union[str, Path]) -> str:
+def checkpoint_kind(raw: dict[str, Any], path: PathLike) -> str:
     """'diffae' or 'diffgen': what a training checkpoint (this repository's or the original's) holds."""
     layout = checkpoint_layout(raw)
     kind = raw["hyper_parameters"]["kind"] if layout == "ours" else layout_kind(layout)
@@ -45,7 +46,7 @@ def checkpoint_kind(raw: dict[str, Any], path: Union[str, Path]) -> str:
     return kind
 
 
-def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: Union[str, Path],
+def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: PathLike,
                  half: bool = False) -> tuple[Path, Path]:
     """Write `<output>.safetensors` (float16 with `half`) and `<output>.json` (the config, also embedded)."""
     bad = non_finite_tensors(tensors)

@@ -22,20 +22,12 @@ from main.checkpointing import collect_rng_states, non_finite_tensors, restore_r
 from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffusion_loss
 from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.hub import hub_weights
-from main.models import (
-    DIFFGEN_CONFIG,
-    build_diffae,
-    build_diffgen,
-    decode_latent,
-    diffae_data_scale,
-    diffgen_velocity,
-    generate_latent,
-    get_default_diffae,
-    get_pretrained_diffae_from_huggingface,
-    load_model_state,
-    model_state_dict,
-    unconditional_inputs,
-)
+from main.inference.decoding import decode_latent, diffae_data_scale
+from main.inference.guidance import diffgen_velocity, generate_latent, unconditional_inputs
+from main.nets.builders import build_diffae, build_diffgen
+from main.nets.defaults import DIFFGEN_CONFIG
+from main.nets.pretrained import get_pretrained_diffae_from_huggingface
+from main.nets.weights import get_default_diffae, load_model_state, model_state_dict
 from main.text import FrozenTextEncoder
 
 LR_SCHEDULES = ("constant", "cosine")

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from main.audio import save_audio, save_spectrogram_png, slug
 from main.data.datamodule import load_recording
 from main.diffusion import SAMPLERS
-from main.models import CombinedSampler, get_default_combined_sampler, resolve_device
+from main.inference.device import resolve_device
+from main.inference.pipeline import CombinedSampler, get_default_combined_sampler
 
 
 def main(argv: Optional[list[str]] = None) -> list[Path]:
@@ -69,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     written = []
     for start in tqdm(range(0, len(jobs), args.batch_size), desc="generating"):
         batch = jobs[start:start + args.batch_size]
-        # One generator per batch, seeded by the first job's index: the same command gives the same files.
+        # Job i is seeded `seed + i` (sample() seeds clip j `seed + j`): a clip is the same at any batch size.
         texts = [t for t, _ in batch]
         steps = dict(sampling_steps=args.steps, decoding_steps=args.decoding_steps or args.steps,
                      embedding_scale=args.cfg, sampler=args.sampler, seed=args.seed + start)

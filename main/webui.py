@@ -21,7 +21,8 @@ import gradio as gr  # noqa: E402
 
 from main.audio import save_audio, save_spectrogram_png, slug  # noqa: E402
 from main.diffusion import SAMPLERS  # noqa: E402
-from main.models import CombinedSampler, get_default_combined_sampler, resolve_device  # noqa: E402
+from main.inference.device import resolve_device  # noqa: E402
+from main.inference.pipeline import CombinedSampler, get_default_combined_sampler  # noqa: E402
 
 
 def species_from_manifest(manifest: Optional[str]) -> list[str]:
@@ -42,23 +43,29 @@ def resolve_prompt(prompt: Optional[str], species: Optional[str]) -> str:
     return text
 
 
+def generate_clip(model: CombinedSampler, out: Path, prompt: str, species_name: Optional[str], cfg: float,
+                  steps: int, seed: int, seconds: float, sampler: str) -> tuple[str, str]:
+    """The Generate button: one clip for the prompt (or picked species) into `out`; returns its WAV and PNG."""
+    try:
+        prompt = resolve_prompt(prompt, species_name)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    audio = model.sample([prompt], sampling_steps=int(steps), decoding_steps=int(steps), embedding_scale=cfg,
+                         latent_length=model.latent_frames(seconds), sampler=sampler, seed=int(seed))
+    clip = audio[0, :, : round(seconds * model.sample_rate)]
+    name = f"{slug(prompt)}_{int(seed)}_{int(steps)}_{cfg:g}"
+    wav = save_audio(out / f"{name}.wav", clip, model.sample_rate)
+    png = save_spectrogram_png(out / f"{name}.png", clip, model.sample_rate, prompt)
+    return str(wav), str(png)
+
+
 def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Optional[str] = None) -> gr.Blocks:
     """The Gradio app around a CombinedSampler."""
     out = Path(out_dir or tempfile.mkdtemp(prefix="bird-webui-"))
 
     def generate(prompt: str, species_name: Optional[str], cfg: float, steps: int, seed: int, seconds: float,
                  sampler: str) -> tuple[str, str]:
-        try:
-            prompt = resolve_prompt(prompt, species_name)
-        except ValueError as error:
-            raise gr.Error(str(error)) from error
-        audio = model.sample([prompt], sampling_steps=int(steps), decoding_steps=int(steps), embedding_scale=cfg,
-                             latent_length=model.latent_frames(seconds), sampler=sampler, seed=int(seed))
-        clip = audio[0, :, : round(seconds * model.sample_rate)]
-        name = f"{slug(prompt)}_{int(seed)}_{int(steps)}_{cfg:g}"
-        wav = save_audio(out / f"{name}.wav", clip, model.sample_rate)
-        png = save_spectrogram_png(out / f"{name}.png", clip, model.sample_rate, prompt)
-        return str(wav), str(png)
+        return generate_clip(model, out, prompt, species_name, cfg, steps, seed, seconds, sampler)
 
     with gr.Blocks(title="Bird-sound diffusion") as app:
         gr.Markdown("## Bird-sound text-to-audio diffusion")

@@ -62,7 +62,7 @@ def test_generate_end_to_end_seeded_and_resumable(tmp_path, tiny_exports, manife
     for r in rows:
         new, _ = sf.read(str(out / r["file"]), dtype="int16")
         old, _ = sf.read(__import__("io").BytesIO(audio[r["file"]]), dtype="int16")
-        assert np.abs(new.astype(int) - old.astype(int)).max() <= 1  # batch composition: float rounding only
+        assert np.array_equal(new, old)  # clips run through the models alone: batch size changes nothing
     assert len(clips_from_folder(out)) == 5
 
     # Other settings are refused rather than mixed into the folder.
@@ -79,7 +79,7 @@ def test_seeded_batch_matches_single_clip_sampling(tiny_exports):
     for i, (text, seed) in enumerate(zip(texts, [3, 4])):
         single = model.sample([text], sampling_steps=2, decoding_steps=2, embedding_scale=3.0, latent_length=16,
                               seed=seed)
-        torch.testing.assert_close(batch[i:i + 1], single, atol=1e-4, rtol=1e-4)
+        assert torch.equal(batch[i:i + 1], single)
 
 
 def test_select_rows_is_deterministic_and_cycles():

@@ -12,9 +12,9 @@ import yaml
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-import main.models as models
 from main.compat import OriginalLayoutError, checkpoint_layout, convert_training_checkpoint, read_checkpoint
 from main.models import generate_latent, get_default_combined_sampler, get_default_diffae, get_default_diffgen
+from main.nets import defaults
 from main.text import FrozenTextEncoder
 from tests.conftest import ROOT, ToneDataset, collate
 from tests.original_layout import (
@@ -49,8 +49,8 @@ def originals(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def tiny_seed(monkeypatch):
     """Make the tiny architectures 'the seed's', which is what the original's files are loaded as."""
-    monkeypatch.setattr(models, "DIFFAE_CONFIG", {**models.DIFFAE_CONFIG, **DIFFAE_TINY})
-    monkeypatch.setattr(models, "DIFFGEN_CONFIG", {**models.DIFFGEN_CONFIG, **DIFFGEN_TINY})
+    monkeypatch.setattr(defaults, "DIFFAE_CONFIG", {**defaults.DIFFAE_CONFIG, **DIFFAE_TINY})
+    monkeypatch.setattr(defaults, "DIFFGEN_CONFIG", {**defaults.DIFFGEN_CONFIG, **DIFFGEN_TINY})
 
 
 def ema_weights(path: Path) -> dict[str, torch.Tensor]:

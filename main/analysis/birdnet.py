@@ -17,14 +17,13 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from main.files import atomic_path
+from main.files import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 MODEL_FILE = "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 LABELS_FILE = "BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 SAMPLE_RATE = 48000

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from main.audio import slug as audio_slug
-from main.files import write_csv_atomic
+from main.files import PathLike, write_csv_atomic
 
-PathLike = Union[str, os.PathLike]
 CLIPS_FILE = "clips.csv"
 CLIP_COLUMNS: tuple[str, ...] = ("file", "label", "sci_name", "seed", "source")
 
@@ -44,11 +41,6 @@ class ClipSet:
         idx = list(indices)
         return ClipSet(name or self.name, [self.paths[i] for i in idx], [self.species[i] for i in idx],
                        [self.labels[i] for i in idx])
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe version of a label (clip file names)."""
-    return audio_slug(text, limit, "clip")
 
 
 def select_rows(

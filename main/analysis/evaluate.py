@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from main.analysis.clips import ClipSet
-from main.files import write_text_atomic
+from main.files import PathLike, write_text_atomic
 
-PathLike = Union[str, os.PathLike]
 
 
 def jsonable(value: Any) -> Any:

@@ -10,15 +10,14 @@ with fewer vectors than dimensions the covariance is singular and the distance d
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-PathLike = Union[str, os.PathLike]
+from main.files import PathLike
 
 
 @dataclass

@@ -11,20 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from main.analysis.clips import load_audio, slug, write_clips_csv
-from main.files import atomic_path
+from main.analysis.clips import load_audio, write_clips_csv
+from main.audio import slug
+from main.files import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 GENERATION_FILE = "generation.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
 # Settings that do not change the audio: a resumed run may use other values.
@@ -56,7 +55,8 @@ def model_identity(path: PathLike) -> dict[str, Any]:
 def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str] = None,
                  device: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
     """A CombinedSampler from exported (or checkpointed) model files, and a description of those files."""
-    from main.models import get_default_combined_sampler, resolve_device
+    from main.inference.device import resolve_device
+    from main.inference.pipeline import get_default_combined_sampler
 
     info = {"diffae": model_identity(diffae), "diffgen": model_identity(diffgen)}
     model = get_default_combined_sampler(diffae, diffgen, text_encoder, resolve_device(device))
@@ -64,10 +64,6 @@ def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str
     info["text_encoder_max_length"] = model.text_encoder.max_length
     info["sample_rate"] = model.sample_rate
     return model, info
-
-
-def _clip_generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -78,39 +74,22 @@ def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device
 @torch.no_grad()
 def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torch.Generator], num_steps: int,
                           sampler: str = "ddim") -> Tensor:
-    """`main.models.decode_latent` with each clip's decoding noise drawn from its own generator."""
-    from main.models import decode_latent
+    """`decode_latent` with each clip's decoding noise drawn from its own generator."""
+    from main.inference.decoding import decode_latent
 
     length = latent.shape[2] * diffae.latent_factor
     noise = _noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
     return decode_latent(diffae, latent, num_steps, sampler, noise=noise)
 
 
-@torch.no_grad()
-def generate_latents_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
-                            embedding_scale: float, latent_length: int, sampler: str = "ddim"
-                            ) -> tuple[Tensor, list[torch.Generator]]:
-    """DiffGen latents for `texts`, clip i's noise drawn from a generator seeded `seeds[i]`; returns the latents and
-    the generators (whose next draws are the clips' decoding noise)."""
-    from main.models import generate_latent
-
-    if len(texts) != len(seeds):
-        raise ValueError(f"{len(texts)} texts but {len(seeds)} seeds")
-    generators = _clip_generators(seeds, model.device)
-    embedding, mask = model.text_encoder(list(texts))
-    noise = _noise(generators, (model.latent_channels, latent_length), model.device)
-    latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler)
-    return latent, generators
-
-
-@torch.no_grad()
 def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
                   decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
-    """A batch of `CombinedSampler.sample` in which clip i draws all its noise from a generator seeded
-    `seeds[i]`: each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
-    latent, generators = generate_latents_seeded(model, texts, seeds, sampling_steps, embedding_scale,
-                                                 latent_length, sampler)
-    return decode_latents_seeded(model.diffae, latent, generators, decoding_steps, sampler)
+    """Audio of `main.inference.generate.generate_audio` with clip i seeded `seeds[i]` (kept for main.analysis
+    users): each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
+    from main.inference.generate import clip_generators, generate_audio
+
+    return generate_audio(model, texts, clip_generators(seeds, model.device), sampling_steps, decoding_steps,
+                          embedding_scale, latent_length, sampler)[0]
 
 
 def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
@@ -149,7 +128,7 @@ def _check_settings(folder: Path, name: str, settings: Mapping[str, Any], overwr
 
 def _plan_rows(rows: Sequence[Mapping[str, Any]], seed: int) -> list[dict[str, Any]]:
     """clips.csv rows: one clip per selected manifest row, seeded `seed + index`."""
-    return [{"file": f"{i:05d}_{slug(str(r['sci_name']))}.wav", "label": str(r["label"]),
+    return [{"file": f"{i:05d}_{slug(str(r['sci_name']), limit=40)}.wav", "label": str(r["label"]),
              "sci_name": str(r["sci_name"]), "seed": seed + i, "source": str(r.get("file", ""))}
             for i, r in enumerate(rows)]
 
@@ -179,6 +158,8 @@ def generate_clips(
     `settings` (e.g. the model files from `load_sampler` and how the rows were chosen) is saved in
     `generation.json` together with the sampling settings.
     """
+    from main.inference.generate import clip_generators, generate_audio
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     folder = Path(out_dir)
@@ -199,10 +180,9 @@ def generate_clips(
     with tqdm(total=len(todo), desc=f"generating ({folder.name})", unit="clip", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = [plan[i] for i in todo[start:start + batch_size]]
-            latent, generators = generate_latents_seeded(model, [r["label"] for r in batch],
-                                                         [r["seed"] for r in batch], steps, cfg_scale,
-                                                         latent_length, sampler)
-            audio = decode_latents_seeded(model.diffae, latent, generators, decoding_steps or steps, sampler)
+            generators = clip_generators([r["seed"] for r in batch], model.device)
+            audio, latent = generate_audio(model, [r["label"] for r in batch], generators, steps,
+                                           decoding_steps or steps, cfg_scale, latent_length, sampler)
             for row, clip, clip_latent in zip(batch, audio[..., :samples], latent):
                 _write_latent(latent_path(folder, row["file"]), clip_latent)
                 _write_wav(folder / row["file"], clip, model.sample_rate)
@@ -300,33 +280,19 @@ def generate_from_manifest(
     return report
 
 
-def _to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """[samples, C] -> [channels, samples]: duplicate mono, keep the first channels, or downmix to 1."""
-    have = audio.shape[1]
-    if have == channels:
-        out = audio
-    elif channels == 1:
-        out = audio.mean(axis=1, keepdims=True)
-    elif have == 1:
-        out = np.repeat(audio, channels, axis=1)
-    elif have > channels:
-        out = audio[:, :channels]
-    else:
-        out = np.tile(audio, (1, math.ceil(channels / have)))[:, :channels]
-    return np.ascontiguousarray(out.T)
-
-
 def load_clip(path: PathLike, sample_rate: int, seconds: Optional[float], channels: int) -> np.ndarray:
     """The first `seconds` (None: all) of a recording at `sample_rate` as [channels, samples]."""
+    from main.data.cropping import to_channels
+
     audio, _ = load_audio(path, sample_rate, mono=False)
     if seconds is not None:
         audio = audio[: round(seconds * sample_rate)]
-    return _to_channels(audio, channels)
+    return to_channels(torch.from_numpy(audio.T), channels).contiguous().numpy()
 
 
 def diffae_length_multiple(diffae: Any) -> int:
     """The audio length a DiffAE can encode and decode must be a multiple of this."""
-    from main.models import diffae_audio_multiple
+    from main.nets.lengths import diffae_audio_multiple
 
     return diffae_audio_multiple(getattr(diffae, "config", {}))
 
@@ -350,7 +316,9 @@ def reconstruct_clips(
     Each recording is cut to its first `seconds` (None: whole), zero-padded to a length the DiffAE takes, and
     the reconstruction trimmed back. The decoding noise of clip i comes from a generator seeded `seed + i`.
     """
-    from main.models import load_model, resolve_device
+    from main.inference.generate import clip_generators
+    from main.inference.device import resolve_device
+    from main.nets.weights import load_model
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -387,7 +355,7 @@ def reconstruct_clips(
                     batch[b, :, : clips[j].shape[1]] = torch.from_numpy(clips[j])
                 with torch.no_grad():
                     latent = diffae.encode(batch.to(device_name))
-                    out = decode_latents_seeded(diffae, latent, _clip_generators(
+                    out = decode_latents_seeded(diffae, latent, clip_generators(
                         [plan[indices[j]]["seed"] for j in members], latent.device), steps, sampler)
                 for b, j in enumerate(members):
                     _write_wav(folder / plan[indices[j]]["file"], out[b, :, : clips[j].shape[1]], sample_rate)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from main.analysis.clips import ClipSet, clips_from_folder, clips_from_manifest, load_audio, read_clip_rows
 from main.analysis.evaluate import evaluate_sets, write_json
+from main.files import PathLike
 
-PathLike = Union[str, os.PathLike]
 REPORT_FILE = "report.md"
 
 

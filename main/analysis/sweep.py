@@ -6,15 +6,13 @@ Resumable: each setting's folder keeps its clips (generation skips them) and Bir
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 from main.analysis.clips import ClipSet, clips_from_folder, clips_from_manifest, select_rows
 from main.analysis.evaluate import evaluate_sets, jsonable, summary_row, write_json
-from main.files import write_csv_atomic
+from main.files import PathLike, write_csv_atomic
 
-PathLike = Union[str, os.PathLike]
 DEFAULT_CFG_SCALES: tuple[float, ...] = (1.0, 2.5, 5.0, 7.5, 10.0, 15.0)
 DEFAULT_STEPS: tuple[int, ...] = (25, 100)
 SWEEP_CSV = "sweep.csv"

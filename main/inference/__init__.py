@@ -1,0 +1,1 @@
+"""Inference: guided sampling maths, the one seeded text -> audio generation, and the CombinedSampler pipeline."""

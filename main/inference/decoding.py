@@ -1,0 +1,39 @@
+"""DiffAE decoding: latent -> audio by diffusion conditioned on the latent."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from audio_diffusion_pytorch import DiffusionAE
+from torch import Tensor, nn
+
+from main.diffusion import sample as run_sampler
+
+
+def decode_latent(
+    diffae: DiffusionAE,
+    latent: Tensor,
+    num_steps: int,
+    sampler: str = "ddim",
+    generator: Optional[torch.Generator] = None,
+    show_progress: bool = False,
+    noise: Optional[Tensor] = None,
+) -> Tensor:
+    """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
+
+    The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
+    two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths).
+    """
+    if noise is None:  # else the caller drew it (e.g. one generator per clip)
+        length = latent.shape[2] * diffae.latent_factor
+        noise = torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device,
+                            dtype=latent.dtype, generator=generator)
+    channels = [None] * diffae.inject_depth + [latent]
+    audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
+    return audio / diffae_data_scale(diffae)
+
+
+def diffae_data_scale(diffae: nn.Module) -> float:
+    """The factor between audio and what the DiffAE decoder diffuses (1.0 for models without one)."""
+    return float(getattr(diffae, "config", {}).get("data_scale", 1.0))

@@ -1,0 +1,75 @@
+"""DiffGen's velocity with masked text cross-attention and classifier-free guidance, and latent generation."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from audio_diffusion_pytorch import DiffusionModel
+from torch import Tensor, nn
+
+from main.attention import embedding_mask
+from main.diffusion import sample as run_sampler
+
+
+def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
+    """The learned embedding that replaces the text for classifier-free guidance (a-unet's FixedEmbedding)."""
+    embeddings = [m for m in diffgen.modules() if isinstance(m, nn.Embedding)]
+    if len(embeddings) != 1:
+        raise TypeError(f"expected one CFG embedding in DiffGen, found {len(embeddings)}")
+    return embeddings[0]
+
+
+def diffgen_velocity(
+    diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor]
+) -> Tensor:
+    """DiffGen's velocity prediction; the text padding is masked out of cross-attention unless the model was
+    trained attending to it (`text_padding: attend`)."""
+    if text_padding_mode(diffgen) == "attend":
+        mask = None
+    with embedding_mask(diffgen, mask):
+        return diffgen.net(x, sigmas, embedding=embedding)
+
+
+def text_padding_mode(diffgen: nn.Module) -> str:
+    """How `diffgen` treats text padding ("mask" unless its config says otherwise)."""
+    return str(getattr(diffgen, "config", {}).get("text_padding", "mask"))
+
+
+def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+    """The CFG 'no text' embedding [batch, length, features] and its all-true mask."""
+    table = cfg_unconditional_embedding(diffgen).weight
+    embedding = table[:length].unsqueeze(0).expand(batch_size, -1, -1)
+    return embedding, torch.ones(batch_size, length, dtype=torch.bool, device=table.device)
+
+
+def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
+                       scale: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward."""
+    if scale == 1.0:
+        return lambda x, sigmas: diffgen_velocity(diffgen, x, sigmas, embedding, mask)
+    uncond_embedding, uncond_mask = unconditional_inputs(diffgen, embedding.shape[0], embedding.shape[1])
+    both_embedding = torch.cat([embedding, uncond_embedding.to(embedding.dtype)])
+    both_mask = torch.cat([mask, uncond_mask])
+
+    def velocity(x: Tensor, sigmas: Tensor) -> Tensor:
+        v = diffgen_velocity(diffgen, torch.cat([x, x]), torch.cat([sigmas, sigmas]), both_embedding, both_mask)
+        v_cond, v_uncond = v.chunk(2)
+        return v_uncond + (v_cond - v_uncond) * scale
+
+    return velocity
+
+
+def generate_latent(
+    diffgen: DiffusionModel,
+    embedding: Tensor,
+    mask: Tensor,
+    noise: Tensor,
+    num_steps: int,
+    embedding_scale: float,
+    sampler: str = "ddim",
+    show_progress: bool = False,
+) -> Tensor:
+    """Denoise `noise` [batch, channels, frames] into DiffGen latents for the text embeddings (CFG batched)."""
+    velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress)

@@ -1,0 +1,1 @@
+"""The networks: seed architecture defaults, builders, length rules and weight files."""
