@@ -20,7 +20,8 @@ import torchaudio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from main.data.datamodule import BirdSoundDataModule  # noqa: E402
-from main.models import decode_latent, load_model  # noqa: E402
+from main.inference.decoding import decode_latent  # noqa: E402
+from main.nets.weights import load_model  # noqa: E402
 
 
 def log_mel(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:

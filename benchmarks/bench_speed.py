@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from audio_diffusion_pytorch import DiffusionModel, UNetV0, VDiffusion, VSampler
 
 from main.diffusion import sample as run_sampler
-from main.models import DIFFGEN_CONFIG, build_diffae, build_diffgen, decode_latent, guided_velocity_fn
+from main.inference.decoding import decode_latent
+from main.inference.guidance import guided_velocity_fn
 from main.modules import text_conditional_loss
+from main.nets.builders import build_diffae, build_diffgen
+from main.nets.defaults import DIFFGEN_CONFIG
 
 
 def t5_base_sized_encoder():
