@@ -39,7 +39,7 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     parser.add_argument("--sampler", choices=SAMPLERS, default="dpmpp-2m")
     parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per step (the audio does not depend on it)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--text-encoder", help="override the text encoder stored with the DiffGen export")
     parser.add_argument("--input-audio", type=Path, help="audio-to-audio: start from this recording")
