@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 import main.models as models
+from main.conf import load_group_yaml
 from main.compat import OriginalLayoutError, checkpoint_layout, convert_training_checkpoint, read_checkpoint
 from main.models import generate_latent, get_default_combined_sampler, get_default_diffae, get_default_diffgen
 from main.text import FrozenTextEncoder
@@ -27,8 +27,8 @@ from tests.original_layout import (
 )
 from tests.test_train_cli import run_train
 
-DIFFAE_TINY = yaml.safe_load((ROOT / "main/conf/diffae_arch/tiny.yaml").read_text())
-DIFFGEN_TINY = yaml.safe_load((ROOT / "main/conf/diffgen_arch/tiny.yaml").read_text())
+DIFFAE_TINY = load_group_yaml("diffae_arch", "tiny", inherit=False)
+DIFFGEN_TINY = load_group_yaml("diffgen_arch", "tiny", inherit=False)
 MAX_LENGTH = DIFFGEN_TINY["embedding_max_length"]
 
 
