@@ -190,7 +190,7 @@ def test_attend_mode_refuses_pre_encoded_data(tmp_path):
     from tests.test_train_cli import compose_exp
 
     (tmp_path / "meta.json").write_text("{}")
-    cfg = compose_exp("diffgen_tiny_preencoded", f"paths.root_dir={tmp_path}", "+model.model.text_padding=attend",
+    cfg = compose_exp("diffgen_tiny_preencoded", f"paths.root_dir={tmp_path}", "model.model.text_padding=attend",
                       f"datamodule.preencoded={tmp_path}")
     cfg.model.autoencoder = None
     with pytest.raises(ConfigError, match="text_padding=attend"):
