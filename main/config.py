@@ -31,9 +31,28 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("package_dir", package_dir)
 
 
+def model_class(cfg: DictConfig) -> Optional[type]:
+    """The class `model._target_` names (None when there is no `_target_`)."""
+    target = cfg.model.get("_target_")
+    if target is None:
+        return None
+    from hydra.utils import get_class
+
+    try:
+        return get_class(str(target))
+    except Exception as error:  # Hydra wraps import errors in its own exception types
+        raise ConfigError(f"model._target_={target}: cannot import it ({error})") from error
+
+
 def _model_kind(cfg: DictConfig) -> Optional[str]:
-    target = str(cfg.model.get("_target_", ""))
-    return {"main.modules.DMAE": "dmae", "main.modules.DiffGen": "diffgen"}.get(target)
+    """'dmae' or 'diffgen' by the class of `model._target_` (subclasses included), so renames keep the checks."""
+    cls = model_class(cfg)
+    if cls is None:
+        return None
+    from main.modules import DMAE, DiffGen
+
+    kinds = {DMAE: "dmae", DiffGen: "diffgen"}
+    return next((kind for base, kind in kinds.items() if issubclass(cls, base)), None)
 
 
 def _require_file(value: Any, key: str, what: str) -> None:

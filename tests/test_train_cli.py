@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-
+import json
 import os
 import signal
 import subprocess
@@ -213,6 +213,17 @@ def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     assert [int(r["step"]) for r in rows] == [4]
     assert 0.0 <= float(rows[0]["valid/latent_species_top1"]) <= 1.0
     assert 0.0 <= float(rows[0]["valid/latent_species_top1_real"]) <= 1.0
+    # the whole architecture (seed defaults merged with the exp's arch groups) is in the run's config and export
+    from omegaconf import OmegaConf
+
+    from main.conf import load_arch_yaml
+    from main.export import export_checkpoint
+
+    run_config = OmegaConf.load(tmp_path / "run/.hydra/config.yaml")
+    assert run_config.model.model == load_arch_yaml("diffgen_arch", "tiny")
+    assert run_config.model.autoencoder_model == load_arch_yaml("diffae_arch", "tiny")
+    _, sidecar = export_checkpoint(tmp_path / "run/checkpoints/last.ckpt", tmp_path / "export/diffgen")
+    assert json.loads(sidecar.read_text())["model"] == load_arch_yaml("diffgen_arch", "tiny")
 
 
 @pytest.mark.parametrize("logger", sorted(p.stem for p in (ROOT / "main/conf/logger").glob("*.yaml")))

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from main.checkpointing import AtomicCheckpointIO
 from main.export import export_checkpoint
-from main.models import get_default_diffae, get_default_diffgen, model_state_dict
+from main.models import DIFFAE_CONFIG, get_default_diffae, get_default_diffgen, model_state_dict
 from main.modules import DMAE, DiffGen
 from tests.conftest import ToneDataset, collate
 
@@ -79,6 +79,8 @@ def test_export_holds_ema_weights(tmp_path, tiny_diffae_config):
     assert differs, "EMA and online weights should differ after training"
     assert get_default_diffae(tmp_path / "last.ckpt").state_dict().keys() == loaded.keys()
     assert '"sample_rate": 16000' in sidecar.read_text()
+    # the module got only the tiny overrides; the export holds the whole architecture
+    assert json.loads(sidecar.read_text())["model"] == {**DIFFAE_CONFIG, **tiny_diffae_config}
     # float16 export (how the pretrained demo DiffAE ships): half the bytes, the same weights to fp16 precision
     half, half_sidecar = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "export/diffae_fp16", half=True,
                                            extra={"provenance": {"command": "test"}})
