@@ -38,8 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from main.analysis.generate import model_identity
-from main.data.audio import AudioReadError
-from main.data.datamodule import load_recording, recording_tensor
+from main.data.audio import AudioReadError, load_recording, recording_tensor
 from main.data.manifest import read_manifest
 from main.data.shards import decode_audio_member, iter_tar_samples, split_shards
 from main.models import load_model, resolve_device
