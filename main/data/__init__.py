@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "collate_audio": "dataset",
     "LatentDataModule": "latents",
     "PreencodedStore": "latents",
-    "download_recordings": "xenocanto",
+    "download_recordings": "sources.xenocanto",
     "ShardedAudioDataset": "shards",
     "write_shards": "shards",
 }
