@@ -1,6 +1,6 @@
 """Fixed-length crops at a target rate, decoding only the stretch under the crop; shared by the datasets.
 
-`CropReader` is mixed into `main.data.datamodule.AudioDataset` and `main.data.shards.ShardedAudioDataset`:
+`CropReader` is mixed into `main.data.dataset.AudioDataset` and `main.data.shards.ShardedAudioDataset`:
 each dataset opens its source (a path or shard bytes) and seeds its own crop start; the reader reads the
 stretch under the crop (plus resampler context and codec pre-roll), resamples it with a cached torchaudio
 resampler per source rate, converts channels and zero-pads to the crop length.
