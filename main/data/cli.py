@@ -1,7 +1,7 @@
 """What the data command lines (`main.data.download`, `main.data.prepare`, `main.data.shard`) share.
 
 Logging goes to stderr as ``LEVEL logger: message``; a usage or input error prints ``error: ...`` to
-stderr and exits with status 2.
+stderr and exits with status 2. `parse_size` reads byte sizes such as ``256M``.
 """
 
 from __future__ import annotations
