@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from main.data.datamodule import AudioDataset, EpochShuffleSampler, collate_audio  # noqa: E402
+from main.data.dataset import AudioDataset, collate_audio  # noqa: E402
 from main.data.manifest import prepare_manifest, read_manifest  # noqa: E402
+from main.data.samplers import EpochShuffleSampler  # noqa: E402
 from main.data.synthetic import SPECIES, generate_synthetic_dataset  # noqa: E402
 
 FORMATS = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "wav": ("WAV", "PCM_16"),

@@ -5,51 +5,52 @@
     python -m main.preencode --shards data/xc/shards ...      # the tar shards of `python -m main.data.shard`
 
 DiffGen then trains from `main.data.latents.LatentDataModule` (crops taken in latent space) instead of
-re-running the DiffAE encoder and the text encoder on every step. Layout of the output folder:
-
-- `latents.bin`: float16/32 [total_frames, channels], all recordings back to back; `items.csv` holds each
-  recording's frame offset/count, its split, label index and sci_name.
-- `text_tokens.bin`: [total_tokens, features] of the *unpadded* tokens of each unique label (ragged, so
-  padding costs no disk), `text_offsets.npy` the start of each label; `labels.json` the label strings.
-- `meta.json`: shapes, dtype, sample rate, DiffAE downsampling factor, text encoder and max length.
-- `encoded.csv` and `settings.json`: the journal of encoded recordings and the settings they were encoded with.
-  A killed run started again with the same settings keeps what it encoded and goes on from there; other
-  settings are refused (pass `overwrite` to start over). Files that fail to read are skipped and listed in
-  `meta.json` (`failed`).
+re-running the DiffAE encoder and the text encoder on every step. The output folder's layout is defined in
+`main.data.latents.format` (latents.bin, items.csv, text_tokens.bin, text_offsets.npy, labels.json, meta.json,
+and the journal encoded.csv with settings.json). A killed run started again with the same settings keeps what
+it encoded and goes on from there; other settings are refused (pass `overwrite` to start over). Files that
+fail to read are skipped and listed in `meta.json` (`failed`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
-import os
 import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from main.analysis.generate import model_identity
-from main.data.audio import AudioReadError
-from main.data.datamodule import load_recording, recording_tensor
+from main.data.audio import AudioReadError, load_recording, recording_tensor
+from main.data.latents.format import (
+    DTYPES,
+    ITEM_COLUMNS,
+    ITEMS_FILE,
+    JOURNAL_FILE,
+    LABELS_FILE,
+    LATENTS_FILE,
+    META_FILE,
+    SETTINGS_FILE,
+    TEXT_OFFSETS_FILE,
+    TEXT_TOKENS_FILE,
+    parse_journal,
+    write_items,
+)
 from main.data.manifest import read_manifest
-from main.data.shards import decode_audio_member, iter_tar_samples, split_shards
+from main.data.shards import INDEX_FILE, decode_audio_member, iter_tar_samples, split_shards
+from main.files import PathLike
 from main.models import load_model, resolve_device
+from main.provenance import model_identity
 from main.text import FrozenTextEncoder
 
-PathLike = Union[str, os.PathLike]
-DTYPES = {"float16": np.float16, "float32": np.float32}
-JOURNAL_FILE = "encoded.csv"
-SETTINGS_FILE = "settings.json"
-JOURNAL_FIELDS = ["file", "split", "sci_name", "label", "offset", "frames"]
 READ_ERRORS = (AudioReadError, RuntimeError, OSError, ValueError, KeyError)
 
 
@@ -111,9 +112,9 @@ def encode_recording(encoder: nn.Module, audio: Tensor, factor: int, min_samples
 def _resume_journal(out: Path, settings: dict[str, Any], row_bytes: int, overwrite: bool) -> list[dict[str, Any]]:
     """The journal entries of an earlier run with the same settings (latents.bin cut to match them), or []
     after clearing a previous run when `overwrite`; refuses other settings."""
-    settings_path, journal_path, latents_path = out / SETTINGS_FILE, out / JOURNAL_FILE, out / "latents.bin"
+    settings_path, journal_path, latents_path = out / SETTINGS_FILE, out / JOURNAL_FILE, out / LATENTS_FILE
     if overwrite or not settings_path.is_file():
-        for path in (journal_path, latents_path, out / "meta.json", out / "items.csv"):
+        for path in (journal_path, latents_path, out / META_FILE, out / ITEMS_FILE):
             path.unlink(missing_ok=True)
         settings_path.write_text(json.dumps(settings, indent=2) + "\n")
         return []
@@ -128,8 +129,7 @@ def _resume_journal(out: Path, settings: dict[str, Any], row_bytes: int, overwri
         if not text.endswith("\n"):  # a row cut off by the kill: that recording is encoded again
             text = text[: text.rfind("\n") + 1]
             journal_path.write_text(text)
-        entries = [dict(r, offset=int(r["offset"]), frames=int(r["frames"]))
-                   for r in csv.DictReader(io.StringIO(text))]
+        entries = parse_journal(text)
     frames = 0
     for entry in entries:  # recordings lie back to back in journal order
         if entry["offset"] != frames:
@@ -181,7 +181,7 @@ def preencode(
     min_samples = max(min_samples, round(min_seconds * rate))  # seconds count at the rate actually used
     np_dtype = DTYPES[dtype]
     source = {"manifest": model_identity(manifest)} if manifest is not None else {"shards": model_identity(
-        Path(shards) / "index.json" if Path(shards).is_dir() else shards)}
+        Path(shards) / INDEX_FILE if Path(shards).is_dir() else shards)}
     settings = {**source, "diffae": model_identity(diffae), "splits": list(splits or []), "sample_rate": rate,
                 "channels": channels, "min_samples": min_samples, "dtype": dtype}
     entries = _resume_journal(out, settings, latent_channels * np.dtype(np_dtype).itemsize, overwrite)
@@ -191,8 +191,8 @@ def preencode(
                   else shard_recordings(shards, list(splits or []), rate, channels, failed))
     offset = sum(e["frames"] for e in entries)
     resumed = len(entries)
-    with open(out / "latents.bin", "ab") as latents_file, open(out / JOURNAL_FILE, "a", newline="") as journal:
-        writer = csv.DictWriter(journal, fieldnames=JOURNAL_FIELDS)
+    with open(out / LATENTS_FILE, "ab") as latents_file, open(out / JOURNAL_FILE, "a", newline="") as journal:
+        writer = csv.DictWriter(journal, fieldnames=ITEM_COLUMNS)
         if journal.tell() == 0:
             writer.writeheader()
         for recording in tqdm(recordings, desc="encoding audio"):
@@ -221,7 +221,7 @@ def preencode(
     label_index = {label: i for i, label in enumerate(labels)}
     text = FrozenTextEncoder(text_encoder, max_length).to(device)
     text_offsets, token_count = [0], 0
-    with open(out / "text_tokens.bin", "wb") as tokens_file:
+    with open(out / TEXT_TOKENS_FILE, "wb") as tokens_file:
         for start in tqdm(range(0, len(labels), text_batch_size), desc="encoding labels"):
             embedding, mask = text(labels[start:start + text_batch_size])
             for e, m in zip(embedding, mask):
@@ -229,12 +229,9 @@ def preencode(
                 tokens_file.write(tokens.tobytes())
                 token_count += tokens.shape[0]
                 text_offsets.append(token_count)
-    np.save(out / "text_offsets.npy", np.asarray(text_offsets, dtype=np.int64))
-    (out / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    with open(out / "items.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=JOURNAL_FIELDS)
-        writer.writeheader()
-        writer.writerows({**e, "label": label_index[str(e["label"])]} for e in entries)
+    np.save(out / TEXT_OFFSETS_FILE, np.asarray(text_offsets, dtype=np.int64))
+    (out / LABELS_FILE).write_text(json.dumps(labels, ensure_ascii=False))
+    write_items(out, entries, label_index)
     meta = {
         "latent_frames": offset, "latent_channels": latent_channels, "downsample_factor": factor,
         "sample_rate": rate, "channels": channels, "dtype": dtype, "text_encoder": str(text_encoder),
@@ -242,7 +239,7 @@ def preencode(
         "num_labels": len(labels), "num_items": len(entries), "resumed_items": resumed, "failed": failed,
         "diffae": str(diffae), "source": {k: v["path"] for k, v in source.items()},
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 

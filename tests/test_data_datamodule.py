@@ -16,16 +16,10 @@ import torch
 import torchaudio
 from torch.utils.data import DataLoader
 
-from main.data.datamodule import (
-    AudioDataset,
-    BirdSoundDataModule,
-    EpochShuffleSampler,
-    EpochWeightedSampler,
-    collate_audio,
-    normalize_loudness,
-    stratified_weights,
-    to_channels,
-)
+from main.data.audio import normalize_loudness, to_channels
+from main.data.datamodule import BirdSoundDataModule
+from main.data.dataset import AudioDataset, collate_audio
+from main.data.samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
 from main.data.manifest import prepare_manifest, read_manifest
 from main.data.synthetic import default_cache_dir
 from tests.data_helpers import CROP, SR, small_synthetic_manifest

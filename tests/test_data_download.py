@@ -18,8 +18,8 @@ import soundfile as sf
 from main.data import download as download_cli
 from main.data.manifest import prepare_manifest, read_manifest
 from main.data.synthetic import SPECIES, synthesize_recording
-from main.data.xenocanto import (
-    RateLimiter,
+from main.data.sources.http import RateLimiter
+from main.data.sources.xenocanto import (
     XenoCantoError,
     audio_name,
     build_queries,

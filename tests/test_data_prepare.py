@@ -17,8 +17,9 @@ import soundfile as sf
 from main.data import labels
 from main.data.audio import REASONS, check_audio
 from main.data.labels import make_label, natural_label, simple_label
-from main.data.manifest import MANIFEST_COLUMNS, prepare_manifest, read_manifest, xc_id_from_filename
+from main.data.manifest import MANIFEST_COLUMNS, prepare_manifest, read_manifest
 from main.data.prepare import main as prepare_main
+from main.data.sources.metadata import xc_id_from_filename
 from main.data.splits import assign_splits, split_counts
 
 SR = 16000

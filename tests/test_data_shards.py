@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from main.data import shard as shard_cli
-from main.data.datamodule import AudioDataset, BirdSoundDataModule, collate_audio
+from main.data.datamodule import BirdSoundDataModule
+from main.data.dataset import AudioDataset, collate_audio
 from main.data.manifest import read_manifest
 from main.data.shards import (
     ShardedAudioDataset,

@@ -7,7 +7,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from main.data.datamodule import BirdSoundDataModule, load_recording
+from main.data.audio import load_recording
+from main.data.datamodule import BirdSoundDataModule
 from main.data.latents import LatentDataModule, LatentDataset, PreencodedStore, collate_latents
 from main.data.synthetic import generate_synthetic_dataset
 from main.models import build_diffae

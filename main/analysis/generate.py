@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from main.analysis.clips import load_audio, write_clips_csv
 from main.audio import slug
 from main.files import PathLike, atomic_path
+from main.provenance import model_identity
 
 GENERATION_FILE = "generation.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
@@ -38,18 +39,6 @@ class RunReport:
     written: int
     skipped: int
     total: int
-
-
-def model_identity(path: PathLike) -> dict[str, Any]:
-    """Path, size and SHA-256 of a file (a model recorded with the clips it made, a data set it encoded)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str] = None,

@@ -1,7 +1,9 @@
-"""Data: synthetic bird songs, manifest preparation (validation, labels, splits) and the Lightning data module.
+"""Data: sources, the one audio path, manifests, synthetic songs, tar shards, datasets and data modules.
 
-Heavy modules (torch, Lightning) load lazily, so `python -m main.data.prepare` and its worker processes
-start fast.
+Command lines (thin: argument parsing and one library call): `python -m main.data.download`,
+`python -m main.data.prepare` and `python -m main.data.shard`, sharing `main.data.cli`; every other module
+is library code. Heavy modules (torch, Lightning) load lazily, so `python -m main.data.prepare` and its
+worker processes start fast.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ _EXPORTS: dict[str, str] = {
     "read_manifest": "manifest",
     "SPECIES": "synthetic",
     "generate_synthetic_dataset": "synthetic",
-    "AudioDataset": "datamodule",
+    "AudioDataset": "dataset",
     "BirdSoundDataModule": "datamodule",
-    "collate_audio": "datamodule",
+    "collate_audio": "dataset",
     "LatentDataModule": "latents",
     "PreencodedStore": "latents",
-    "download_recordings": "xenocanto",
+    "download_recordings": "sources.xenocanto",
     "ShardedAudioDataset": "shards",
     "write_shards": "shards",
 }

@@ -1,6 +1,7 @@
-"""Audio file checks and reads (soundfile, with a torchaudio fallback for containers libsndfile cannot open).
+"""The one audio path: file checks, reads (soundfile, with a torchaudio fallback for containers libsndfile cannot
+open), resampling, channel conversion and loudness normalisation.
 
-Kept free of torch at import time so validation workers start fast.
+Kept free of torch at import time so validation workers start fast (the tensor helpers import it when called).
 
 Reasons a file is rejected (`check_audio`), in the order they are tested:
 
@@ -21,12 +22,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import soundfile as sf
 
-PathLike = Union[str, os.PathLike]
+from main.files import PathLike
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 REASONS: tuple[str, ...] = (
     "missing_file",
@@ -241,3 +245,45 @@ def read_audio(path: PathLike, start: int = 0, frames: int = -1) -> tuple[np.nda
 def is_audio_path(path: Path) -> bool:
     """Whether `path` has an audio file extension."""
     return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def to_channels(audio: Tensor, channels: int) -> Tensor:
+    """[C, L] -> [channels, L]: mono is duplicated, extra channels are dropped (the first ones kept), 1 = downmix."""
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(dim=0, keepdim=True)
+    if have == 1:
+        return audio.expand(channels, -1).clone()
+    if have > channels:
+        return audio[:channels]
+    return audio.repeat(math.ceil(channels / have), 1)[:channels]
+
+
+def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: int) -> Tensor:
+    """Decoded audio [frames, channels] at `rate` as float32 [channels, samples] at `sample_rate`."""
+    import torch
+    import torchaudio
+
+    audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    if rate != sample_rate:
+        audio = torchaudio.functional.resample(audio, rate, sample_rate)
+    return to_channels(audio, channels)
+
+
+def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
+    """A whole recording as float32 [channels, samples] at `sample_rate`."""
+    return recording_tensor(*read_audio(path), sample_rate, channels)
+
+
+def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0) -> Tensor:
+    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit);
+    silence is left as is."""
+    rms = float(audio.pow(2).mean().sqrt())
+    if rms < 1e-6:
+        return audio
+    gain = 10.0 ** (target_dbfs / 20.0) / rms
+    if max_peak is not None:
+        gain = min(gain, max_peak / float(audio.abs().max()))
+    return audio * gain

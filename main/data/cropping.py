@@ -1,6 +1,6 @@
 """Fixed-length crops at a target rate, decoding only the stretch under the crop; shared by the datasets.
 
-`CropReader` is mixed into `main.data.datamodule.AudioDataset` and `main.data.shards.ShardedAudioDataset`:
+`CropReader` is mixed into `main.data.dataset.AudioDataset` and `main.data.shards.ShardedAudioDataset`:
 each dataset opens its source (a path or shard bytes) and seeds its own crop start; the reader reads the
 stretch under the crop (plus resampler context and codec pre-roll), resamples it with a cached torchaudio
 resampler per source rate, converts channels and zero-pads to the crop length.
@@ -17,7 +17,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from .audio import AudioReadError
+from .audio import AudioReadError, to_channels
 
 _MARGIN_SOURCE_SAMPLES = 64  # read this much context either side of a crop before resampling
 # libsndfile's MP3 and Vorbis seeks need decoder pre-roll to be sample-exact (measured: 8 MP3 frames suffice).
@@ -25,20 +25,6 @@ _PREROLL_SOURCE_SAMPLES = {"MP3": 9216, "OGG": 9216}
 
 CropStart = Callable[[int], int]  # total target-rate samples -> crop start (target-rate samples)
 Fallback = Callable[[BaseException], tuple[np.ndarray, int]]  # libsndfile's error -> ([frames, C], rate)
-
-
-def to_channels(audio: Tensor, channels: int) -> Tensor:
-    """[C, L] -> [channels, L]: mono is duplicated, extra channels are dropped (the first ones kept), 1 = downmix."""
-    have = audio.shape[0]
-    if have == channels:
-        return audio
-    if channels == 1:
-        return audio.mean(dim=0, keepdim=True)
-    if have == 1:
-        return audio.expand(channels, -1).clone()
-    if have > channels:
-        return audio[:channels]
-    return audio.repeat(math.ceil(channels / have), 1)[:channels]
 
 
 class CropReader:

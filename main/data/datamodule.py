@@ -1,248 +1,34 @@
-"""Audio dataset, collate function, epoch-seeded samplers and the Lightning data module.
+"""The Lightning data module: train/valid/test loaders over a manifest, tar shards or synthetic bird songs.
 
-Reproducibility: a training crop is drawn from an RNG seeded with (seed, epoch, index), and the
-training samplers yield ``(index, epoch)`` pairs, so crops do not depend on the number of workers or on
-worker processes seeing `set_epoch` (persistent workers keep a stale copy of the dataset). Without a
-`set_epoch` call the samplers advance their epoch by one per pass.
-
-A file that cannot be read at training time (deleted, truncated, ...) yields None from the dataset;
-`collate_audio` drops it and counts it in the batch's ``skipped`` entry, so an epoch never crashes on
-one bad file. A batch may therefore hold fewer than ``batch_size`` clips (even 0: shape [0, C, L]).
-
-With ``shards`` (a folder written by ``python -m main.data.shard``), the train and validation loaders
-stream `main.data.shards.ShardedAudioDataset` instead (split across DDP ranks and workers by shard, no
-sampler); the test loader still reads the manifest.
+Datasets: `main.data.dataset.AudioDataset` over the manifest's rows, with the epoch-seeded samplers of
+`main.data.samplers`. With ``shards`` (a folder written by ``python -m main.data.shard``), the train and
+validation loaders stream `main.data.shards.ShardedAudioDataset` instead (split across DDP ranks and
+workers by shard, no sampler); the test loader still reads the manifest.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import os
-from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional
 
-import numpy as np
 import pytorch_lightning as pl
-import soundfile as sf
 import torch
-import torchaudio
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from .audio import AudioReadError, read_audio
-from .cropping import CropReader, to_channels
+from .audio import load_recording
+from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
+from .samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
 from .synthetic import dataset_params, default_cache_dir, generate_synthetic_dataset, params_hash
 
-log = logging.getLogger(__name__)
-PathLike = Union[str, os.PathLike]
-Item = Optional[dict[str, Any]]
-
-
-def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
-    """A whole recording as float32 [channels, samples] at `sample_rate`."""
-    return recording_tensor(*read_audio(path), sample_rate, channels)
-
-
-def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: int) -> Tensor:
-    """Decoded audio [frames, channels] at `rate` as float32 [channels, samples] at `sample_rate`."""
-    audio = torch.from_numpy(np.ascontiguousarray(data.T))
-    if rate != sample_rate:
-        audio = torchaudio.functional.resample(audio, rate, sample_rate)
-    return to_channels(audio, channels)
-
-
-def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0) -> Tensor:
-    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit);
-    silence is left as is."""
-    rms = float(audio.pow(2).mean().sqrt())
-    if rms < 1e-6:
-        return audio
-    gain = 10.0 ** (target_dbfs / 20.0) / rms
-    if max_peak is not None:
-        gain = min(gain, max_peak / float(audio.abs().max()))
-    return audio * gain
-
-
-class AudioDataset(CropReader, Dataset):
-    """Fixed-length clips (and labels) from the rows of a manifest split; None for a file that fails to read.
-
-    Only the stretch of the file under the crop is decoded (plus resampler context and codec pre-roll),
-    then resampled to `sample_rate` with a cached torchaudio resampler per source rate (`CropReader`).
-    Crops start on the grid where source and target samples coincide (every sample for 48 -> 32 kHz,
-    10 ms for 44.1 kHz), so a crop equals the same stretch of the fully resampled file. Channels: mono is
-    duplicated; files with more channels than `channels` keep the first ones (the recorder's stereo pair;
-    a downmix would blur the image); `channels=1` downmixes. Clips shorter than the crop are zero-padded
-    at the end. Training crops (`random_crop`) are seeded by (seed, epoch, index); evaluation crops start
-    at 0.
-    """
-
-    def __init__(
-        self,
-        manifest: PathLike,
-        split: Optional[str] = None,
-        sample_rate: int = 32000,
-        crop_length: int = 2**18,
-        channels: int = 2,
-        random_crop: bool = False,
-        with_text: bool = False,
-        seed: int = 0,
-        loudness_normalize: bool = False,
-        target_dbfs: float = -20.0,
-        loudness_max_peak: Optional[float] = 1.0,
-    ) -> None:
-        self._init_crop(sample_rate, crop_length, channels)
-        self.manifest = Path(manifest)
-        self.split = split
-        rows = read_manifest(self.manifest, split)
-        # Plain lists of the few columns needed (not row dicts): cheaper in every worker process.
-        self.paths: list[str] = [str(row["path"]) for row in rows]
-        self.labels: list[str] = [str(row["label"]) for row in rows]
-        self.sci_names: list[str] = [str(row["sci_name"]) for row in rows]
-        self.random_crop = random_crop
-        self.with_text = with_text
-        self.seed = int(seed)
-        self.loudness_normalize = loudness_normalize
-        self.target_dbfs = float(target_dbfs)
-        self.loudness_max_peak = loudness_max_peak
-        self.epoch = 0
-        self._warned: set[str] = set()
-
-    def __len__(self) -> int:
-        """Number of rows in the split."""
-        return len(self.paths)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch used for crops of plain integer indices (samplers pass it with each index instead)."""
-        self.epoch = int(epoch)
-
-    def __getitem__(self, item: Union[int, tuple[int, int]]) -> Item:
-        """{'audio': [channels, crop_length], 'text': label (with_text)} or None when the file fails to read."""
-        if isinstance(item, (tuple, list)):
-            index, epoch = int(item[0]), int(item[1])
-        else:
-            index, epoch = int(item), self.epoch
-        path = self.paths[index]
-        try:
-            audio = self._load_crop(path, index, epoch)
-        except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping %s: %s", path, error)
-            return None
-        if not bool(torch.isfinite(audio).all()):  # e.g. a float WAV holding NaN/inf: never reaches a batch
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping %s: it decodes to non-finite samples (NaN/inf)", path)
-            return None
-        if self.loudness_normalize:
-            audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
-        out: dict[str, Any] = {"audio": audio}
-        if self.with_text:
-            out["text"] = self.labels[index]
-        return out
-
-    def crop_start(self, total: int, index: int, epoch: int) -> int:
-        """Crop start (target-rate samples) for a clip of `total` samples: seeded random for training, else 0."""
-        if not self.random_crop or total <= self.crop_length:
-            return 0
-        rng = np.random.default_rng([self.seed, epoch, index])
-        return int(rng.integers(0, total - self.crop_length + 1))
-
-    def _load_crop(self, path: str, index: int, epoch: int) -> Tensor:
-        """Read only the needed stretch of the file, resample it and return [channels, crop_length]."""
-
-        def whole_file(error: BaseException) -> tuple[np.ndarray, int]:
-            if not os.path.isfile(path):
-                raise AudioReadError("file not found") from error
-            return read_audio(path)  # torchaudio fallback, whole file
-
-        return self._read_crop(path, lambda total: self.crop_start(total, index, epoch), whole_file,
-                               rewind_on_empty=True)
-
-
-def collate_audio(
-    batch: Sequence[Item], channels: int = 2, crop_length: int = 0, with_text: bool = False
-) -> dict[str, Any]:
-    """Stack the items that loaded: {'audio': [B, C, L], 'text': [B] (if any), 'skipped': tensor(#None)}."""
-    items = [item for item in batch if item is not None]
-    skipped = len(batch) - len(items)
-    if items:
-        audio = torch.stack([item["audio"] for item in items])
-    else:
-        audio = torch.zeros(0, channels, crop_length)
-    out: dict[str, Any] = {"audio": audio, "skipped": torch.tensor(skipped)}
-    if with_text or any("text" in item for item in items):
-        out["text"] = [str(item.get("text", "")) for item in items]
-    return out
-
-
-class EpochShuffleSampler(Sampler[tuple[int, int]]):
-    """A permutation seeded by (seed + epoch), yielding (index, epoch); `set_epoch` picks the epoch."""
-
-    def __init__(self, num_items: int, seed: int = 0) -> None:
-        self.num_items = int(num_items)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use `epoch` for the next pass."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        """Items per pass."""
-        return self.num_items
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
-        epoch = self.epoch
-        self.epoch += 1
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        for index in torch.randperm(self.num_items, generator=generator).tolist():
-            yield index, epoch
-
-
-class EpochWeightedSampler(Sampler[tuple[int, int]]):
-    """Weighted sampling with replacement seeded by (seed + epoch), yielding (index, epoch)."""
-
-    def __init__(self, weights: Sequence[float], num_samples: Optional[int] = None, seed: int = 0) -> None:
-        self.weights = torch.as_tensor(weights, dtype=torch.double)
-        w = self.weights
-        if w.ndim != 1 or len(w) == 0 or bool((w < 0).any()) or float(w.sum()) <= 0:
-            raise ValueError("weights must be a non-empty 1-D sequence of non-negative numbers with a positive sum")
-        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use `epoch` for the next pass."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        """Samples per pass."""
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
-        epoch = self.epoch
-        self.epoch += 1
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        for index in torch.multinomial(self.weights, self.num_samples, True, generator=generator).tolist():
-            yield index, epoch
+__all__ = ["BirdSoundDataModule", "load_recording"]  # load_recording: re-exported for main.sample
 
 
 def _num_clips(dataset: Any) -> int:
     """Clips in a map-style or sharded dataset."""
     return int(dataset.num_clips) if hasattr(dataset, "num_clips") else len(dataset)
-
-
-def stratified_weights(species: Sequence[str]) -> list[float]:
-    """The seed's sampling weights: 1 / (count of the row's species * number of species)."""
-    counts = Counter(species)
-    return [1.0 / (counts[name] * len(counts)) for name in species]
 
 
 class BirdSoundDataModule(pl.LightningDataModule):

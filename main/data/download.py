@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .cli import setup_logging, usage_error
-from .xenocanto import API_KEY_ENV, DEFAULT_BASE_URL, XenoCantoError, download_recordings
+from .sources.xenocanto import API_KEY_ENV, DEFAULT_BASE_URL, XenoCantoError, download_recordings
 
 
 def build_parser() -> argparse.ArgumentParser:

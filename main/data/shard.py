@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .cli import setup_logging, usage_error
-from .shards import parse_size, write_shards
+from .cli import parse_size, setup_logging, usage_error
+from .shards import write_shards
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -13,33 +12,31 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from main.data.datamodule import EpochShuffleSampler
+from main.files import PathLike
+
+from ..samplers import EpochShuffleSampler
+from .format import LABELS_FILE, LATENTS_FILE, TEXT_OFFSETS_FILE, TEXT_TOKENS_FILE, read_items, read_meta
 
 
 class PreencodedStore:
     """Memory-mapped access to a pre-encoded folder (opened lazily, so it is cheap to send to workers)."""
 
-    def __init__(self, folder: Union[str, Path]):
+    def __init__(self, folder: PathLike):
         self.folder = Path(folder)
-        meta_path = self.folder / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: run `python -m main.preencode` first")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        with open(self.folder / "items.csv", newline="") as f:
-            self.items = [dict(row, label=int(row["label"]), offset=int(row["offset"]), frames=int(row["frames"]))
-                          for row in csv.DictReader(f)]
-        self.labels: list[str] = json.loads((self.folder / "labels.json").read_text())
+        self.meta: dict[str, Any] = read_meta(self.folder)
+        self.items = read_items(self.folder)
+        self.labels: list[str] = json.loads((self.folder / LABELS_FILE).read_text())
         self._latents: Optional[np.memmap] = None
         self._tokens: Optional[np.memmap] = None
         self._text_offsets: Optional[np.ndarray] = None
 
     def _open(self) -> None:
         m, dtype = self.meta, np.dtype(self.meta["dtype"])
-        self._latents = np.memmap(self.folder / "latents.bin", dtype=dtype, mode="r",
+        self._latents = np.memmap(self.folder / LATENTS_FILE, dtype=dtype, mode="r",
                                   shape=(m["latent_frames"], m["latent_channels"]))
-        self._tokens = np.memmap(self.folder / "text_tokens.bin", dtype=dtype, mode="r",
+        self._tokens = np.memmap(self.folder / TEXT_TOKENS_FILE, dtype=dtype, mode="r",
                                  shape=(max(m["text_tokens"], 1), m["text_features"]))
-        self._text_offsets = np.load(self.folder / "text_offsets.npy")
+        self._text_offsets = np.load(self.folder / TEXT_OFFSETS_FILE)
 
     def latent(self, offset: int, frames: int) -> Tensor:
         """Latent frames [channels, frames] starting at absolute frame `offset`."""

@@ -1,0 +1,74 @@
+"""Epoch-seeded training samplers yielding ``(index, epoch)`` pairs.
+
+Persistent DataLoader workers keep a stale copy of the dataset, so the epoch travels with each index
+instead of through `set_epoch` on the dataset. Without a `set_epoch` call the samplers advance their
+epoch by one per pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    """A permutation seeded by (seed + epoch), yielding (index, epoch); `set_epoch` picks the epoch."""
+
+    def __init__(self, num_items: int, seed: int = 0) -> None:
+        self.num_items = int(num_items)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `epoch` for the next pass."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Items per pass."""
+        return self.num_items
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
+        epoch = self.epoch
+        self.epoch += 1
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        for index in torch.randperm(self.num_items, generator=generator).tolist():
+            yield index, epoch
+
+
+class EpochWeightedSampler(Sampler[tuple[int, int]]):
+    """Weighted sampling with replacement seeded by (seed + epoch), yielding (index, epoch)."""
+
+    def __init__(self, weights: Sequence[float], num_samples: Optional[int] = None, seed: int = 0) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        w = self.weights
+        if w.ndim != 1 or len(w) == 0 or bool((w < 0).any()) or float(w.sum()) <= 0:
+            raise ValueError("weights must be a non-empty 1-D sequence of non-negative numbers with a positive sum")
+        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use `epoch` for the next pass."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Samples per pass."""
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
+        epoch = self.epoch
+        self.epoch += 1
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        for index in torch.multinomial(self.weights, self.num_samples, True, generator=generator).tolist():
+            yield index, epoch
+
+
+def stratified_weights(species: Sequence[str]) -> list[float]:
+    """The seed's sampling weights: 1 / (count of the row's species * number of species)."""
+    counts = Counter(species)
+    return [1.0 / (counts[name] * len(counts)) for name in species]
