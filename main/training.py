@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
-from main.compat import adapt_config_for_original, checkpoint_layout, read_checkpoint, resume_from_original
+from main.compat.layout import checkpoint_layout, read_checkpoint
+from main.compat.migrate import adapt_config_for_original, resume_from_original
 from main.config import ConfigError, validate_config
 
 

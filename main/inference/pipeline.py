@@ -65,9 +65,11 @@ class CombinedSampler(nn.Module):
         seed: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
         show_progress: bool = False,
+        batch_size: int = 1,
     ) -> Tensor:
         """Generate audio [batch, channels, samples] for `texts`: clip i is seeded `seed + i`, so it equals
-        `sample([texts[i]], seed=seed + i)` (a `generator` instead is shared by the clips, drawn in turn)."""
+        `sample([texts[i]], seed=seed + i)` (a `generator` instead is shared by the clips, drawn in turn).
+        `batch_size` > 1 runs clips through the models together: faster on a GPU, equal only to float rounding."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         generators: Sequence[Optional[torch.Generator]]
         if generator is not None:
@@ -77,7 +79,7 @@ class CombinedSampler(nn.Module):
         else:
             generators = [None] * len(texts)
         audio, _ = generate_audio(self, texts, generators, sampling_steps, decoding_steps, embedding_scale,
-                                  latent_length, sampler, decoding_sampler, show_progress)
+                                  latent_length, sampler, decoding_sampler, show_progress, batch_size)
         return audio
 
     @torch.no_grad()

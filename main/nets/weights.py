@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 from audio_diffusion_pytorch import DiffusionAE, DiffusionModel
 from torch import Tensor, nn
 
-from main.compat import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
+from main.compat.layout import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
 

@@ -1,0 +1,26 @@
+"""Checkpoints and weight files of the original bird-diffusion code (github.com/Max-Wurthmann/audiodiffusion).
+
+`layout` recognises the original's checkpoint layouts and maps their keys (no model building); `migrate` loads,
+resumes and converts them (`python -m main.compat inspect|convert ...`). The migration names load on first use,
+so that `main.nets` and `main.export` can import the layout without importing the migration that uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from main.compat.layout import (EMA_BUFFERS, KEPT_PREFIXES, ORIGINAL_EMA_UPDATE_EVERY, ORIGINAL_SAMPLE_RATE,
+                                ORIGINAL_TEXT_ENCODER, Migration, OriginalLayoutError, checkpoint_layout,
+                                convert_training_checkpoint, layout_kind, model_weights, original_config,
+                                read_checkpoint)
+
+MIGRATION_NAMES = ("load_original_weights", "adapt_config_for_original", "resume_from_original", "convert_file",
+                   "main")
+
+
+def __getattr__(name: str) -> Any:
+    """The migration functions (main.compat.migrate), imported when first asked for."""
+    if name in MIGRATION_NAMES:
+        return getattr(importlib.import_module("main.compat.migrate"), name)
+    raise AttributeError(f"module 'main.compat' has no attribute {name!r}")
