@@ -26,12 +26,17 @@ def decode_latent(
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths).
     """
     if noise is None:  # else the caller drew it (e.g. one generator per clip)
-        length = latent.shape[2] * diffae.latent_factor
-        noise = torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device,
-                            dtype=latent.dtype, generator=generator)
+        noise = decoding_noise(diffae, latent, generator)
     channels = [None] * diffae.inject_depth + [latent]
     audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
     return audio / diffae_data_scale(diffae)
+
+
+def decoding_noise(diffae: DiffusionAE, latent: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """The starting noise for decoding `latent` [batch, channels, frames]: one audio-length draw per batch row."""
+    length = latent.shape[2] * diffae.latent_factor
+    return torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype,
+                       generator=generator)
 
 
 def diffae_data_scale(diffae: nn.Module) -> float:

@@ -7,7 +7,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import Tensor
 
-from main.inference.decoding import decode_latent
+from main.inference.decoding import decode_latent, decoding_noise
 from main.inference.guidance import generate_latent
 
 
@@ -61,10 +61,8 @@ def generate_audio(
                            for g in chunk_generators])
         latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
                                  show_progress)
-        samples = latent_length * int(model.diffae.latent_factor)
-        decoding_noise = torch.cat([torch.randn((1, model.diffae.in_channels, samples), device=latent.device,
-                                                dtype=latent.dtype, generator=g) for g in chunk_generators])
+        noise = torch.cat([decoding_noise(model.diffae, latent[i:i + 1], g) for i, g in enumerate(chunk_generators)])
         audio.append(decode_latent(model.diffae, latent, decoding_steps, decoding_sampler or sampler,
-                                   show_progress=show_progress, noise=decoding_noise))
+                                   show_progress=show_progress, noise=noise))
         latents.append(latent)
     return torch.cat(audio), torch.cat(latents)
