@@ -145,8 +145,8 @@ class BirdSoundDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def prepare_data(self) -> None:
-        """Generate the synthetic data set when no manifest is configured (once, on the main process)."""
-        if self.manifest is None:
+        """Generate the synthetic data set when neither a manifest nor a stream is configured (once, main process)."""
+        if self.manifest is None and self.stream is None:
             _ = self.manifest_path
 
     def _check_config(self) -> None:
@@ -245,8 +245,12 @@ class BirdSoundDataModule(pl.LightningDataModule):
             from .streaming import StreamingAudioLoader
 
             extra.pop("persistent_workers", None)  # each epoch's workers start from the loader's state
+            # A DataLoader draws its workers' base seed when an iterator starts, from the global torch RNG unless
+            # given a generator; a resumed run starts its iterator after the checkpoint restored that RNG, so
+            # the draw would shift the training noise. Crops do not use it (seeded by seed, epoch and key).
+            generator = torch.Generator().manual_seed(self.seed)
             return StreamingAudioLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
-                                        drop_last=drop_last, collate_fn=collate, **extra)
+                                        drop_last=drop_last, collate_fn=collate, generator=generator, **extra)
         return DataLoader(
             dataset,
             batch_size=batch_size,
