@@ -1,4 +1,4 @@
-"""Streamed (LitData) data sets: writing, provenance, bad files, crops, workers, resume, BirdSoundDataModule(stream=...)."""
+"""Streamed (LitData) data sets: writing, provenance, bad files, crops, workers, resume, the datamodule."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from litdata import StreamingDataset
 
 from main.data import shard as shard_cli
 from main.data.datamodule import BirdSoundDataModule
@@ -66,7 +67,7 @@ def test_write_layout_provenance_and_determinism(manifest: Path, stream: Path, t
         assert entry["clips"] == len(expected) == sum(c["chunk_size"] for c in index["chunks"])
         assert entry["chunks"] == len(index["chunks"]) and max(c["chunk_size"] for c in index["chunks"]) <= 3
         dataset = StreamingAudioDataset(stream, split, SR, CROP)
-        raws = [StreamingAudioDataset.__mro__[2].__getitem__(dataset, i) for i in range(len(dataset))]
+        raws = [StreamingDataset.__getitem__(dataset, i) for i in range(len(dataset))]  # stored samples
         metas = [json.loads(raw["meta"]) for raw in raws]
         assert {m["id"] for m in metas} == set(expected)
         for raw, meta in zip(raws, metas):

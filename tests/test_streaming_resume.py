@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from main.config import ConfigError, validate_config
 from main.data.streaming import write_streaming_dataset
 from tests.data_helpers import small_synthetic_manifest
-from tests.test_train_cli import run_train
+from tests.test_train_cli import compose_exp, run_train
 
 # 25 training clips, batch 4, drop_last: 6 batches per epoch; 9 steps end inside epoch 1, the stop at step 4
 # lies inside epoch 0, so the resumed run starts mid-epoch and then crosses an epoch boundary.
@@ -51,3 +52,13 @@ def test_stopped_mid_epoch_and_resumed_equals_uninterrupted(stream: Path, tmp_pa
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:3]}"
+
+
+def test_a_missing_stream_fails_at_startup_naming_the_key(stream: Path, tmp_path: Path) -> None:
+    validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", "datamodule=streamed",
+                                f"datamodule.stream={stream}"))
+    with pytest.raises(ConfigError, match=r"datamodule\.stream="):
+        validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", "datamodule=streamed",
+                                    f"datamodule.stream={tmp_path / 'nothing'}"))
+    validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", "datamodule=streamed",
+                                "datamodule.stream=s3://bucket/prefix"))  # remote: LitData checks it when it streams
