@@ -96,6 +96,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"datamodule.crop_length must be positive, got {crop}")
     if data.get("manifest") is not None:
         _require_file(data.manifest, "datamodule.manifest", "manifest (prepare one with `python -m main.data.prepare`)")
+    if data.get("stream") is not None and not str(data.stream).startswith(("s3://", "gs://", "azure://", "hf://")):
+        _require_file(Path(str(data.stream)) / "dataset.json", "datamodule.stream",
+                      "streamed data set (write one with `python -m main.data.shard`)")
     if data.get("preencoded") is not None:
         _require_file(Path(str(data.preencoded)) / "meta.json", "datamodule.preencoded",
                       "pre-encoded data (make it with `python -m main.preencode`)")

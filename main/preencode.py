@@ -2,7 +2,7 @@
 
     python -m main.preencode --manifest data/xc/manifest.csv --diffae exports/diffae.safetensors \\
         --text-encoder t5-base --max-length 128 --out data/xc/preencoded
-    python -m main.preencode --shards data/xc/shards ...      # the tar shards of `python -m main.data.shard`
+    python -m main.preencode --stream data/xc/streamed ...    # the LitData data set of `python -m main.data.shard`
 
 DiffGen then trains from `main.data.latents.LatentDataModule` (crops taken in latent space) instead of
 re-running the DiffAE encoder and the text encoder on every step. The output folder's layout is defined in
@@ -18,8 +18,6 @@ import argparse
 import csv
 import json
 import math
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -45,7 +43,6 @@ from main.data.latents.format import (
     write_items,
 )
 from main.data.manifest import read_manifest
-from main.data.shards import INDEX_FILE, decode_audio_member, iter_tar_samples, split_shards
 from main.files import PathLike
 from main.models import load_model, resolve_device
 from main.provenance import model_identity
@@ -76,25 +73,37 @@ def manifest_recordings(manifest: PathLike, splits: Optional[Sequence[str]], rat
                         lambda path=row["path"]: load_recording(path, rate, channels))
 
 
-def shard_recordings(shards: PathLike, splits: Sequence[str], rate: int, channels: int,
-                     failed: dict[str, str]) -> Iterator[Recording]:
-    """The recordings stored in the tar shards of `splits`, read in index order; an unreadable shard (or the
-    rest of a truncated one) is recorded in `failed` under the shard's path."""
+def stream_recordings(stream: PathLike, splits: Sequence[str], rate: int, channels: int,
+                      failed: dict[str, str]) -> Iterator[Recording]:
+    """The recordings stored in a streamed data set's `splits` (a folder or an object-store URL), in stored
+    order; a split that cannot be read (or the rest of it) is recorded in `failed` under the split's location."""
+    from litdata import StreamingDataset
+
+    from main.data.streaming import check_split, decode_item, split_location
+
     for split in splits:
-        for path, _ in split_shards(shards, split):
-            try:
-                for key, members in iter_tar_samples(path):
-                    try:
-                        info = json.loads(members["json"].decode("utf-8"))
-                    except (KeyError, ValueError) as error:
-                        failed[f"{path.name}:{key}"] = f"no readable JSON member ({error})"
-                        continue
-                    yield Recording(str(info.get("file") or key), str(info.get("split") or split),
-                                    str(info.get("sci_name", "")), str(info["label"]),
-                                    lambda members=members: recording_tensor(*decode_audio_member(members), rate,
-                                                                             channels))
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-                failed[str(path)] = f"unreadable shard ({error})"
+        check_split(stream, split)
+        location = split_location(stream, split)
+        dataset = StreamingDataset(location, shuffle=False)
+        index = 0
+        try:
+            for index in range(len(dataset)):
+                raw = dataset[index]
+                info = json.loads(raw["meta"])
+                yield Recording(str(info.get("file") or raw["key"]), str(info.get("split") or split),
+                                str(info.get("sci_name", "")), str(raw["label"]),
+                                lambda raw=raw: recording_tensor(*decode_item(raw), rate, channels))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            failed[location] = f"unreadable from item {index} of {len(dataset)} ({error})"
+
+
+def stream_identity(stream: PathLike) -> dict[str, Any]:
+    """What identifies a streamed data set in the settings: its dataset.json (local) or its URL."""
+    from main.data.streaming import DATASET_FILE, is_url
+
+    if is_url(str(stream)):
+        return {"path": str(stream)}
+    return model_identity(Path(stream).expanduser() / DATASET_FILE)
 
 
 @torch.no_grad()
@@ -158,17 +167,17 @@ def preencode(
     dtype: str = "float16",
     text_batch_size: int = 64,
     device: str = "auto",
-    shards: Optional[PathLike] = None,
+    stream: Optional[PathLike] = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write latents and text embeddings of the `splits` of a manifest (or of a shard folder) to `out_dir`;
+    """Write latents and text embeddings of the `splits` of a manifest (or of a streamed data set) to `out_dir`;
     resumes an interrupted run with the same settings; returns the meta data."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if (manifest is None) == (shards is None):
-        raise ValueError("give a manifest or a shard folder (shards), not both")
-    if shards is not None and not splits:
-        raise ValueError("name the splits to encode from the shard folder")
+    if (manifest is None) == (stream is None):
+        raise ValueError("give a manifest or a streamed data set (stream), not both")
+    if stream is not None and not splits:
+        raise ValueError("name the splits to encode from the streamed data set")
     device = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,15 +189,14 @@ def preencode(
     rate = int(sample_rate or diffae_config.get("sample_rate") or 32000)
     min_samples = max(min_samples, round(min_seconds * rate))  # seconds count at the rate actually used
     np_dtype = DTYPES[dtype]
-    source = {"manifest": model_identity(manifest)} if manifest is not None else {"shards": model_identity(
-        Path(shards) / INDEX_FILE if Path(shards).is_dir() else shards)}
+    source = {"manifest": model_identity(manifest)} if manifest is not None else {"stream": stream_identity(stream)}
     settings = {**source, "diffae": model_identity(diffae), "splits": list(splits or []), "sample_rate": rate,
                 "channels": channels, "min_samples": min_samples, "dtype": dtype}
     entries = _resume_journal(out, settings, latent_channels * np.dtype(np_dtype).itemsize, overwrite)
     done = {(e["split"], e["file"]) for e in entries}
     failed: dict[str, str] = {}
     recordings = (manifest_recordings(manifest, splits, rate, channels) if manifest is not None
-                  else shard_recordings(shards, list(splits or []), rate, channels, failed))
+                  else stream_recordings(stream, list(splits or []), rate, channels, failed))
     offset = sum(e["frames"] for e in entries)
     resumed = len(entries)
     with open(out / LATENTS_FILE, "ab") as latents_file, open(out / JOURNAL_FILE, "a", newline="") as journal:
@@ -248,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="manifest CSV from python -m main.data.prepare")
-    source.add_argument("--shards", help="shard folder from python -m main.data.shard")
+    source.add_argument("--stream", help="streamed data set (folder or s3:// URL) from python -m main.data.shard")
     parser.add_argument("--diffae", required=True, help="exported DiffAE (.safetensors) or DMAE checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--text-encoder", default="t5-base", help="hub name or local folder (default t5-base)")
@@ -263,7 +271,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     meta = preencode(args.manifest, args.diffae, args.out, args.text_encoder, args.max_length, args.splits,
                      args.sample_rate, min_seconds=args.min_seconds, dtype=args.dtype,
-                     device=args.device, shards=args.shards, overwrite=args.overwrite)
+                     device=args.device, stream=args.stream, overwrite=args.overwrite)
     print(f"encoded {meta['num_items']} recordings ({meta['latent_frames']} latent frames) and "
           f"{meta['num_labels']} labels into {args.out} ({meta['resumed_items']} kept from an earlier run); "
           f"{len(meta['failed'])} files failed to read")

@@ -104,33 +104,35 @@ def _latents_by_file(folder) -> dict[str, torch.Tensor]:
     return {item["file"]: store.latent(item["offset"], item["frames"]) for item in store.items}
 
 
-def test_preencoding_from_shards_equals_preencoding_from_the_manifest(setup, text_encoder_path, tmp_path):
-    from main.data.shards import write_shards
+def test_preencoding_from_a_stream_equals_preencoding_from_the_manifest(setup, text_encoder_path, tmp_path):
+    from main.data.streaming import write_streaming_dataset
 
-    write_shards(setup["manifest"], tmp_path / "shards", max_clips_per_shard=3)
+    write_streaming_dataset(setup["manifest"], tmp_path / "stream", chunk_size=3)
     meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32,
-                     ("train", "valid"), min_samples=CROP, dtype="float32", device="cpu", shards=tmp_path / "shards")
-    from_manifest, from_shards = _latents_by_file(setup["out"]["float32"]), _latents_by_file(tmp_path / "pre")
+                     ("train", "valid"), min_samples=CROP, dtype="float32", device="cpu", stream=tmp_path / "stream")
+    from_manifest, from_stream = _latents_by_file(setup["out"]["float32"]), _latents_by_file(tmp_path / "pre")
     assert meta["num_items"] == len(from_manifest) and not meta["failed"]
-    assert from_shards.keys() == from_manifest.keys()
-    for name, latent in from_manifest.items():  # 16-bit FLAC in the shards holds the same samples as the files
-        torch.testing.assert_close(from_shards[name], latent, rtol=0, atol=1e-6)
-    manifest_store, shard_store = PreencodedStore(setup["out"]["float32"]), PreencodedStore(tmp_path / "pre")
+    assert from_stream.keys() == from_manifest.keys()
+    for name, latent in from_manifest.items():  # int16 PCM holds the same samples as the 16-bit files
+        torch.testing.assert_close(from_stream[name], latent, rtol=0, atol=1e-6)
+    manifest_store, stream_store = PreencodedStore(setup["out"]["float32"]), PreencodedStore(tmp_path / "pre")
     assert {i["file"]: manifest_store.labels[i["label"]] for i in manifest_store.items} == \
-        {i["file"]: shard_store.labels[i["label"]] for i in shard_store.items}
+        {i["file"]: stream_store.labels[i["label"]] for i in stream_store.items}
+    assert meta["source"]["stream"].endswith("dataset.json")
 
 
-def test_a_truncated_shard_is_counted_and_the_rest_encoded(setup, text_encoder_path, tmp_path):
-    from main.data.shards import split_shards, write_shards
+def test_a_truncated_chunk_is_counted_and_the_rest_encoded(setup, text_encoder_path, tmp_path):
+    from main.data.streaming import write_streaming_dataset
 
-    write_shards(setup["manifest"], tmp_path / "shards", splits=["train"], max_clips_per_shard=3, shuffle=False)
-    broken = split_shards(tmp_path / "shards", "train")[0][0]
-    broken.write_bytes(broken.read_bytes()[:700])  # the first member's header and part of its audio
-    meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32, ("train",),
-                     min_samples=CROP, dtype="float32", device="cpu", shards=tmp_path / "shards")
-    train_items = [i for i in PreencodedStore(setup["out"]["float32"]).items if i["split"] == "train"]
-    assert str(broken) in meta["failed"]
-    assert meta["num_items"] == len(train_items) - 3
+    write_streaming_dataset(setup["manifest"], tmp_path / "stream", splits=["train", "valid"], chunk_size=100,
+                            shuffle=False)
+    chunk = next((tmp_path / "stream/train").glob("chunk-*.bin"))
+    chunk.write_bytes(chunk.read_bytes()[:700])  # the chunk's header and part of its first clip
+    meta = preencode(None, setup["tmp"] / "diffae.safetensors", tmp_path / "pre", text_encoder_path, 32,
+                     ("train", "valid"), min_samples=CROP, dtype="float32", device="cpu", stream=tmp_path / "stream")
+    valid_items = [i for i in PreencodedStore(setup["out"]["float32"]).items if i["split"] == "valid"]
+    assert str(tmp_path / "stream/train") in meta["failed"]
+    assert meta["num_items"] == len(valid_items)
 
 
 def test_a_killed_preencoding_resumes_where_it_stopped(setup, text_encoder_path, tmp_path):

@@ -1,4 +1,4 @@
-"""Data: sources, the one audio path, manifests, synthetic songs, tar shards, datasets and data modules.
+"""Data: sources, the one audio path, manifests, synthetic songs, streamed (LitData) data sets, datasets and data modules.
 
 Command lines (thin: argument parsing and one library call): `python -m main.data.download`,
 `python -m main.data.prepare` and `python -m main.data.shard`, sharing `main.data.cli`; every other module
@@ -30,8 +30,8 @@ _EXPORTS: dict[str, str] = {
     "LatentDataModule": "latents",
     "PreencodedStore": "latents",
     "download_recordings": "sources.xenocanto",
-    "ShardedAudioDataset": "shards",
-    "write_shards": "shards",
+    "StreamingAudioDataset": "streaming",
+    "write_streaming_dataset": "streaming",
 }
 __all__ = sorted(_EXPORTS)
 

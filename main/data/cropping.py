@@ -1,7 +1,7 @@
 """Fixed-length crops at a target rate, decoding only the stretch under the crop; shared by the datasets.
 
-`CropReader` is mixed into `main.data.dataset.AudioDataset` and `main.data.shards.ShardedAudioDataset`:
-each dataset opens its source (a path or shard bytes) and seeds its own crop start; the reader reads the
+`CropReader` is mixed into `main.data.dataset.AudioDataset` and `main.data.streaming.StreamingAudioDataset`:
+each dataset opens its source (a path, stored bytes or int16 samples) and seeds its own crop start; the reader reads the
 stretch under the crop (plus resampler context and codec pre-roll), resamples it with a cached torchaudio
 resampler per source rate, converts channels and zero-pads to the crop length.
 """
@@ -22,6 +22,7 @@ from .audio import AudioReadError, to_channels
 _MARGIN_SOURCE_SAMPLES = 64  # read this much context either side of a crop before resampling
 # libsndfile's MP3 and Vorbis seeks need decoder pre-roll to be sample-exact (measured: 8 MP3 frames suffice).
 _PREROLL_SOURCE_SAMPLES = {"MP3": 9216, "OGG": 9216}
+_PCM16_SCALE = 32768.0  # int16 -> float as libsndfile reads 16-bit files
 
 CropStart = Callable[[int], int]  # total target-rate samples -> crop start (target-rate samples)
 Fallback = Callable[[BaseException], tuple[np.ndarray, int]]  # libsndfile's error -> ([frames, C], rate)
@@ -99,12 +100,15 @@ class CropReader:
         return self._finish(data, rate, skip)
 
     def _crop_array(self, data: np.ndarray, rate: int, crop_start: CropStart) -> Tensor:
-        """Crop a fully decoded [frames, channels] array."""
+        """Crop a fully decoded [frames, channels] array (float, or int16 PCM: only the crop is converted)."""
         unit_src, unit_tgt = self._units(rate)
         total = data.shape[0] * self.sample_rate // rate
         src_start = crop_start(total) // unit_tgt * unit_src
         count = math.ceil(self.crop_length * rate / self.sample_rate)
-        return self._finish(data[src_start:src_start + count], rate, 0)
+        piece = data[src_start:src_start + count]
+        if piece.dtype == np.int16:
+            piece = piece.astype(np.float32) / _PCM16_SCALE
+        return self._finish(piece, rate, 0)
 
     def _finish(self, data: np.ndarray, rate: int, skip: int) -> Tensor:
         """[frames, C] source samples -> finite [channels, crop_length] at the target rate (zero-padded)."""

@@ -1,9 +1,11 @@
-"""The Lightning data module: train/valid/test loaders over a manifest, tar shards or synthetic bird songs.
+"""The Lightning data module: train/valid/test loaders over a manifest, a streamed data set or synthetic birds.
 
 Datasets: `main.data.dataset.AudioDataset` over the manifest's rows, with the epoch-seeded samplers of
-`main.data.samplers`. With ``shards`` (a folder written by ``python -m main.data.shard``), the train and
-validation loaders stream `main.data.shards.ShardedAudioDataset` instead (split across DDP ranks and
-workers by shard, no sampler); the test loader still reads the manifest.
+`main.data.samplers`. With ``stream`` (a folder written by ``python -m main.data.shard``, or an
+``s3://bucket/prefix`` it was copied to), the train and validation loaders stream
+`main.data.streaming.StreamingAudioDataset` through `StreamingAudioLoader` instead (LitData: split across
+DDP ranks and workers, shuffled by chunk and clip, exact mid-epoch resume); the test loader still reads
+the manifest.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ __all__ = ["BirdSoundDataModule", "load_recording"]  # load_recording: re-export
 
 
 def _num_clips(dataset: Any) -> int:
-    """Clips in a map-style or sharded dataset."""
+    """Clips in a map-style or streamed dataset."""
     return int(dataset.num_clips) if hasattr(dataset, "num_clips") else len(dataset)
 
 
 class BirdSoundDataModule(pl.LightningDataModule):
-    """Train/valid/test loaders over a manifest (or tar shards); synthetic bird songs when no manifest is given."""
+    """Train/valid/test loaders over a manifest (or a streamed data set); synthetic bird songs when neither is given."""
 
     def __init__(
         self,
@@ -58,8 +60,9 @@ class BirdSoundDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         cache_dir: Optional[str] = None,
         synthetic: Optional[Mapping[str, Any]] = None,
-        shards: Optional[str] = None,
-        shuffle_buffer: int = 0,
+        stream: Optional[str] = None,
+        stream_cache_dir: Optional[str] = None,
+        stream_max_cache_size: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,11 +88,12 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.cache_dir = cache_dir
         self.synthetic = dict(synthetic or {})
-        self.shards = shards
-        self.shuffle_buffer = shuffle_buffer
+        self.stream = stream
+        self.stream_cache_dir = stream_cache_dir
+        self.stream_max_cache_size = stream_max_cache_size
         self._manifest_path: Optional[Path] = None
         self._rows: Optional[list[dict[str, Any]]] = None
-        self.datasets: dict[str, Any] = {}  # AudioDataset, or ShardedAudioDataset with `shards`
+        self.datasets: dict[str, Any] = {}  # AudioDataset, or StreamingAudioDataset with `stream`
 
     # ------------------------------------------------------------------ manifest
 
@@ -141,8 +145,8 @@ class BirdSoundDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def prepare_data(self) -> None:
-        """Generate the synthetic data set when no manifest is configured (once, on the main process)."""
-        if self.manifest is None:
+        """Generate the synthetic data set when neither a manifest nor a stream is configured (once, main process)."""
+        if self.manifest is None and self.stream is None:
             _ = self.manifest_path
 
     def _check_config(self) -> None:
@@ -155,27 +159,25 @@ class BirdSoundDataModule(pl.LightningDataModule):
             raise ValueError(f"val_batch_size must be > 0, got {self.val_batch_size}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
-        if self.shards is not None and self.stratified:
+        if self.stream is not None and self.stratified:
             raise ValueError("stratified: species-weighted sampling needs the manifest loader; "
-                             "unset shards or stratified")
+                             "unset stream or stratified")
 
     def _dataset(self, key: str, split: str, train: bool) -> Any:
-        """Build the dataset of `split` (sharded for train/val when `shards` is set), raising when it is empty."""
-        if self.shards is not None and key in ("train_split", "val_split"):
-            from .shards import ShardedAudioDataset
+        """Build the dataset of `split` (streamed for train/val when `stream` is set), raising when it is empty."""
+        if self.stream is not None and key in ("train_split", "val_split"):
+            from .streaming import StreamingAudioDataset
 
-            sharded = ShardedAudioDataset(
-                Path(self.shards).expanduser(), split, self.sample_rate, self.crop_length, self.channels,
+            streamed = StreamingAudioDataset(
+                self.stream, split, self.sample_rate, self.crop_length, self.channels,
                 random_crop=train, with_text=self.with_text, seed=self.seed, shuffle=train,
-                shuffle_buffer=self.shuffle_buffer if train else 0,
                 loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-                loudness_max_peak=self.loudness_max_peak,
+                loudness_max_peak=self.loudness_max_peak, cache_dir=self.stream_cache_dir,
+                max_cache_size=self.stream_max_cache_size,
             )
-            if sharded.num_clips == 0:
-                raise ValueError(f"{key}: split {split!r} of the shards in {self.shards} is empty")
-            return sharded
+            if streamed.num_clips == 0:
+                raise ValueError(f"{key}: split {split!r} of the streamed data set {self.stream} is empty")
+            return streamed
         dataset = self._audio_dataset(split, random_crop=train, with_text=self.with_text)
         if len(dataset) == 0:
             present = sorted({str(r["split"]) for r in self._all_rows()})
@@ -197,9 +199,9 @@ class BirdSoundDataModule(pl.LightningDataModule):
         (what `main.callbacks.LatentSpeciesCallback` fits and prompts with); unreadable files are left out."""
         from main.analysis.latent_species import select_per_species
 
-        if self.manifest is None and self.shards is not None:
+        if self.manifest is None and self.stream is not None:
             raise ValueError("the latent species probe reads recordings through datamodule.manifest; set it "
-                             "next to datamodule.shards")
+                             "next to datamodule.stream")
         dataset = self._audio_dataset(split, random_crop=False, with_text=True)
         items = []
         for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
@@ -211,7 +213,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         """Build the datasets a stage needs ('fit': train+val, 'validate': val, 'test'/'predict': test)."""
         self._check_config()
-        if self.shards is None:
+        if self.stream is None:
             self._all_rows()
         if stage in (None, "fit"):
             self.datasets["train"] = self._dataset("train_split", self.train_split, train=True)
@@ -223,43 +225,43 @@ class BirdSoundDataModule(pl.LightningDataModule):
                 )
         if stage in (None, "fit", "validate"):
             self.datasets["val"] = self._dataset("val_split", self.val_split, train=False)
-        with_test = stage is None and (self.shards is None or self.manifest is not None)
+        with_test = stage is None and (self.stream is None or self.manifest is not None)
         if stage in ("test", "predict") or (with_test and self._split_rows(self.test_split)):
             self.datasets["test"] = self._dataset("test_split", self.test_split, train=False)
 
     def _loader(
         self, dataset: Any, batch_size: int, sampler: Optional[Sampler], drop_last: bool
     ) -> DataLoader:
-        """A DataLoader with this module's worker settings and `collate_audio` (a ShardedDataLoader for shards)."""
+        """A DataLoader with this module's worker settings and `collate_audio` (a StreamingAudioLoader if streamed)."""
         workers = self.num_workers
         extra: dict[str, Any] = {}
         if workers > 0:
             extra = {"prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers}
-        loader_class: type[DataLoader] = DataLoader
+        collate = functools.partial(
+            collate_audio, channels=self.channels, crop_length=self.crop_length, with_text=self.with_text
+        )
+        pin_memory = self.pin_memory and torch.cuda.is_available()
         if isinstance(dataset, torch.utils.data.IterableDataset):
-            from .shards import ShardedDataLoader
+            from .streaming import StreamingAudioLoader
 
-            loader_class = ShardedDataLoader
-            if dataset.shuffle:  # training: follow the trainer's epoch (also after resuming)
-                extra["epoch_fn"] = self._trainer_epoch
-        return loader_class(
+            extra.pop("persistent_workers", None)  # each epoch's workers start from the loader's state
+            # A DataLoader draws its workers' base seed when an iterator starts, from the global torch RNG unless
+            # given a generator; a resumed run starts its iterator after the checkpoint restored that RNG, so
+            # the draw would shift the training noise. Crops do not use it (seeded by seed, epoch and key).
+            generator = torch.Generator().manual_seed(self.seed)
+            return StreamingAudioLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
+                                        drop_last=drop_last, collate_fn=collate, generator=generator, **extra)
+        return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             shuffle=False,
             num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            pin_memory=pin_memory,
             drop_last=drop_last,
-            collate_fn=functools.partial(
-                collate_audio, channels=self.channels, crop_length=self.crop_length, with_text=self.with_text
-            ),
+            collate_fn=collate,
             **extra,
         )
-
-    def _trainer_epoch(self) -> Optional[int]:
-        """The attached trainer's current epoch, or None."""
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
 
     def _get(self, key: str) -> Any:
         """A dataset built by setup(), or a clear error."""

@@ -1,4 +1,4 @@
-"""The manifest's audio dataset and the collate function shared with the sharded dataset.
+"""The manifest's audio dataset and the collate function shared with the streamed dataset.
 
 Reproducibility: a training crop is drawn from an RNG seeded with (seed, epoch, index); the training
 samplers (`main.data.samplers`) pass the epoch with each index, so crops do not depend on the number of
