@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from .audio import load_recording
 from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
+from .resumable import ResumableDataLoader, loader_generator
 from .samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
 from .synthetic import dataset_params, default_cache_dir, generate_synthetic_dataset, params_hash
 
@@ -60,6 +61,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         synthetic: Optional[Mapping[str, Any]] = None,
         shards: Optional[str] = None,
         shuffle_buffer: int = 0,
+        silence_dbfs: Optional[float] = -90.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,6 +89,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.synthetic = dict(synthetic or {})
         self.shards = shards
         self.shuffle_buffer = shuffle_buffer
+        self.silence_dbfs = silence_dbfs
         self._manifest_path: Optional[Path] = None
         self._rows: Optional[list[dict[str, Any]]] = None
         self.datasets: dict[str, Any] = {}  # AudioDataset, or ShardedAudioDataset with `shards`
@@ -188,7 +191,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
             self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
             random_crop=random_crop, with_text=with_text, seed=self.seed,
             loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-            loudness_max_peak=self.loudness_max_peak,
+            loudness_max_peak=self.loudness_max_peak, silence_dbfs=self.silence_dbfs,
         )
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
@@ -204,7 +207,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         items = []
         for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
             item = dataset[index]
-            if item is not None:
+            if item is not None and "skip" not in item:
                 items.append({**item, "sci_name": dataset.sci_names[index]})
         return items
 
@@ -228,14 +231,17 @@ class BirdSoundDataModule(pl.LightningDataModule):
             self.datasets["test"] = self._dataset("test_split", self.test_split, train=False)
 
     def _loader(
-        self, dataset: Any, batch_size: int, sampler: Optional[Sampler], drop_last: bool
+        self, dataset: Any, batch_size: int, sampler: Optional[Sampler], drop_last: bool, train: bool = False
     ) -> DataLoader:
-        """A DataLoader with this module's worker settings and `collate_audio` (a ShardedDataLoader for shards)."""
+        """A DataLoader with this module's worker settings and `collate_audio` (a ShardedDataLoader for shards);
+        training over the manifest uses a `ResumableDataLoader`, so a mid-epoch checkpoint resumes the epoch."""
         workers = self.num_workers
         extra: dict[str, Any] = {}
         if workers > 0:
             extra = {"prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers}
-        loader_class: type[DataLoader] = DataLoader
+        loader_class: type[DataLoader] = ResumableDataLoader if train else DataLoader
+        if not isinstance(dataset, torch.utils.data.IterableDataset):
+            extra["generator"] = loader_generator(self.seed)  # iterators leave the global RNG alone
         if isinstance(dataset, torch.utils.data.IterableDataset):
             from .shards import ShardedDataLoader
 
@@ -279,7 +285,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         """Shuffled (or stratified) random crops of the training split."""
         dataset = self._get("train")
         sampler = None if isinstance(dataset, torch.utils.data.IterableDataset) else self.train_sampler(dataset)
-        return self._loader(dataset, self.batch_size, sampler, self.drop_last)
+        return self._loader(dataset, self.batch_size, sampler, self.drop_last, train=sampler is not None)
 
     def val_dataloader(self) -> DataLoader:
         """Start crops of the validation split, in manifest order."""
