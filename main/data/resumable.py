@@ -23,10 +23,14 @@ already drawn, which is exact because a pass depends only on (seed, epoch), and 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator, Optional
 
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
+
+# torchdata 0.11 calls torch.set_vital, deprecated in newer torch: noise in every run, harmless.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 
 def loader_generator(seed: int) -> torch.Generator:
