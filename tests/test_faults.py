@@ -251,3 +251,34 @@ def test_bad_files_at_training_time_are_skipped_counted_and_summarised(damaged_m
     assert "data/skipped_items" in metrics
     output = result.stdout + result.stderr
     assert "skipping" in output and "truncated or changed since preparation" in output
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, item: tuple[int, int]) -> int:
+        return item[0] * 100 + item[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumable_loader_continues_the_pass_and_refuses_other_settings(workers):
+    from main.data.resumable import ResumableDataLoader
+    from main.data.samplers import EpochShuffleSampler
+
+    def loader(batch_size: int = 2) -> ResumableDataLoader:
+        sampler = EpochShuffleSampler(10, seed=3)
+        sampler.set_epoch(1)
+        return ResumableDataLoader(_Indexed(), batch_size=batch_size, sampler=sampler, num_workers=workers)
+
+    full = [b.tolist() for b in loader()]
+    first = loader()
+    iterator = iter(first)
+    head = [next(iterator).tolist() for _ in range(2)]
+    state = first.state_dict()  # after the 2 batches consumed, whatever the workers pre-loaded
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert head + [b.tolist() for b in resumed] == full
+    assert [next(iterator).tolist() for _ in range(3)] == full[2:] and first.state_dict() == {}  # a whole pass
+    with pytest.raises(ValueError, match="batch_size: 2 -> 5"):
+        loader(batch_size=5).load_state_dict(state)

@@ -33,6 +33,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 
+_SETTINGS = "resumable_settings"  # what the saved position depends on, checked when it is loaded
+
+
 def loader_generator(seed: int) -> torch.Generator:
     """A private generator for a DataLoader's worker base seeds, so iterators never draw from the global RNG."""
     return torch.Generator().manual_seed(int(seed))
@@ -76,9 +79,21 @@ class ResumableDataLoader(StatefulDataLoader):
         iterator = self._iterator
         if iterator is None or iterator._finished or iterator._num_yielded >= len(self):
             return {}
-        return super().state_dict()
+        return {**super().state_dict(), _SETTINGS: self._settings()}
+
+    def _settings(self) -> dict[str, Any]:
+        return {"num_workers": int(self.num_workers), "batch_size": self.batch_size, "batches": len(self)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume the next pass from `state_dict` ({}: a new pass)."""
+        """Resume the next pass from `state_dict` ({}: a new pass); ValueError naming the setting that changed."""
         self._pending = None
-        super().load_state_dict(state_dict)
+        state = dict(state_dict)
+        saved = state.pop(_SETTINGS, None)
+        if saved is not None and saved != self._settings():
+            now = self._settings()
+            changed = ", ".join(f"{k}: {saved[k]} -> {now[k]}" for k in now if saved.get(k) != now[k])
+            raise ValueError(
+                f"cannot resume the interrupted epoch: the training loader changed since the checkpoint ({changed}); "
+                "resume with the same datamodule.num_workers / datamodule.batch_size (and data set), or from a "
+                "checkpoint at an epoch boundary")
+        super().load_state_dict(state)
