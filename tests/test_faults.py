@@ -31,8 +31,8 @@ from tests.conftest import ROOT
 # epoch), 2 workers, warm-up + cosine LR, periodic checkpoints every 2 steps (mid-epoch ones included), previews.
 COMMON = ["exp=dmae_tiny", "datamodule.num_workers=2", "+datamodule.drop_last=false",
           "trainer.accumulate_grad_batches=2", "model.lr_warmup_steps=2", "model.lr_schedule=cosine",
-          "trainer.max_steps=6", "callbacks.checkpoint.every_n_train_steps=2", "callbacks.audio_preview.every_n_steps=3",
-          "callbacks.audio_preview.on_train_end=false"]
+          "trainer.max_steps=6", "callbacks.checkpoint.every_n_train_steps=2",
+          "callbacks.audio_preview.every_n_steps=3", "callbacks.audio_preview.on_train_end=false"]
 TRAIN_ITEMS = 17
 
 

@@ -82,7 +82,8 @@ class CropReader:
             return self._crop_array(data, rate, crop_start)
         with handle:
             rate, total_source = int(handle.samplerate), int(handle.frames)
-            if expected_frames and str(handle.format) not in _PREROLL_SOURCE_SAMPLES and total_source != expected_frames:
+            exact_length = str(handle.format) not in _PREROLL_SOURCE_SAMPLES  # MP3/Ogg: estimated from the header
+            if expected_frames and exact_length and total_source != expected_frames:
                 raise AudioReadError(f"truncated or changed since preparation: {total_source} frames, the manifest "
                                      f"recorded {expected_frames}")
             unit_src, unit_tgt = self._units(rate)
