@@ -17,7 +17,7 @@ from main.checkpointing import rng_neutral
 def _take(batch: Mapping[str, Any], n: int, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in batch.items():
-        if key == "skipped":
+        if key in ("skipped", "skipped_by_reason", "items"):
             continue
         out[key] = value[:n].to(device) if isinstance(value, Tensor) else list(value)[:n]
     return out

@@ -18,7 +18,9 @@ from ema_pytorch import EMA
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from main.checkpointing import collect_rng_states, non_finite_tensors, restore_rng_states
+from main import faults
+from main.checkpointing import (collect_rank_rng_states, gather_from_ranks, non_finite_tensors,
+                                restore_rank_rng_states, restore_rng_states, this_rank)
 from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffusion_loss
 from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.hub import hub_weights
@@ -94,6 +96,8 @@ class EMADiffusionModule(pl.LightningModule):
         self.save_hyperparameters({k: plain(v) for k, v in {**hparams, **training}.items()})
         self.skipped_nonfinite_steps = 0
         self.skipped_data_items = 0
+        self.skipped_by_reason: dict[str, int] = {}
+        self.skipped_summary = ""
         self._step_was_skipped = False
 
     def build_model(self) -> nn.Module:
@@ -154,16 +158,45 @@ class EMADiffusionModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _count_skipped_items(self, batch: Mapping[str, Any]) -> int:
+    def _count_skipped_items(self, batch: Mapping[str, Any], training: bool = False) -> int:
+        """Count the batch's skipped items (in training: in total and by reason); returns the batch size."""
         skipped = batch.get("skipped")
-        if skipped is not None:
+        if skipped is not None and training:
             self.skipped_data_items += int(skipped)
+            for reason, n in (batch.get("skipped_by_reason") or {}).items():
+                self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + int(n)
         return int(batch["audio"].shape[0]) if "audio" in batch else int(batch["latent"].shape[0])
+
+    def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Test hook (main.faults): log the batch's dataset indices when asked to."""
+        faults.log_items(batch, self.trainer.global_step, self.trainer.current_epoch, batch_idx,
+                         self.trainer.global_rank)
+
+    def on_train_batch_end(self, outputs: Any, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Test hook (main.faults): die at a chosen step, after that step's checkpoint callbacks ran."""
+        faults.maybe_kill(self.trainer.global_step)
+
+    def skipped_items_summary(self) -> str:
+        """One line: training items skipped so far, by reason, summed over the ranks (a collective under DDP)."""
+        counts = gather_from_ranks((self.skipped_data_items, dict(self.skipped_by_reason)))
+        total = sum(n for n, _ in counts)
+        reasons: dict[str, int] = {}
+        for _, by_reason in counts:
+            for reason, n in by_reason.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
+        return f"skipped {total} training items" + (f" ({detail})" if detail else "") + " (metric data/skipped_items)"
+
+    def on_train_end(self) -> None:
+        """Keep the run's summary of skipped items (train.py prints it; every rank takes part in the count)."""
+        self.skipped_summary = self.skipped_items_summary()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
         """One diffusion loss on a batch; an empty batch (every file failed to load) is skipped."""
-        batch_size = self._count_skipped_items(batch)
-        self.log("data/skipped_items", float(self.skipped_data_items), on_step=True, reduce_fx="max")
+        batch_size = self._count_skipped_items(batch, training=True)
+        # The count of every rank, summed (a cumulative count: the step's value is the run's total so far).
+        self.log("data/skipped_items", float(self.skipped_data_items), on_step=True, reduce_fx="sum",
+                 sync_dist=True)
         self._step_was_skipped = batch_size == 0
         if batch_size == 0:
             if self.trainer.world_size == 1:
@@ -213,14 +246,30 @@ class EMADiffusionModule(pl.LightningModule):
         checkpoint["counters"] = {
             "skipped_nonfinite_steps": self.skipped_nonfinite_steps,
             "skipped_data_items": self.skipped_data_items,
+            "skipped_by_reason": dict(self.skipped_by_reason),
         }
-        checkpoint["rng_states"] = collect_rng_states()
+        # Skipped items are counted per rank (each rank reads its own share of the data).
+        checkpoint["counters_per_rank"] = gather_from_ranks(
+            {"skipped_data_items": self.skipped_data_items, "skipped_by_reason": dict(self.skipped_by_reason)})
+        # Every rank's RNG states (rank 0's also as "rng_states", the single-process layout older code reads).
+        per_rank = collect_rank_rng_states()  # a collective under DDP: Lightning dumps checkpoints on all ranks
+        checkpoint["rng_states"] = per_rank[0]
+        checkpoint["rng_states_per_rank"] = per_rank
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore counters and, on a single process, the RNG states (DDP ranks are reseeded distinctly)."""
+        """Restore counters and each rank's RNG states; with another world size than the saved one, DDP ranks are
+        reseeded distinctly (the run goes on, but not bit-identically)."""
         counters = checkpoint.get("counters", {})
         self.skipped_nonfinite_steps = int(counters.get("skipped_nonfinite_steps", 0))
         self.skipped_data_items = int(counters.get("skipped_data_items", 0))
+        self.skipped_by_reason = {str(k): int(v) for k, v in counters.get("skipped_by_reason", {}).items()}
+        per_rank = checkpoint.get("counters_per_rank", [])
+        if this_rank() < len(per_rank):
+            mine = per_rank[this_rank()]
+            self.skipped_data_items = int(mine["skipped_data_items"])
+            self.skipped_by_reason = {str(k): int(v) for k, v in mine["skipped_by_reason"].items()}
+        if "rng_states_per_rank" in checkpoint and restore_rank_rng_states(checkpoint["rng_states_per_rank"]):
+            return
         if "rng_states" not in checkpoint:
             return
         if torch.distributed.is_available() and torch.distributed.is_initialized():

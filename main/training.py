@@ -104,6 +104,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         checkpoint = trainer.checkpoint_callback
         last = getattr(checkpoint, "last_model_path", "") if checkpoint else ""
+        if getattr(model, "skipped_summary", ""):
+            print(model.skipped_summary)
         print(f"finished at step {trainer.global_step}; metrics: "
               + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         if last:

@@ -73,7 +73,7 @@ def test_items_have_the_right_shape_and_text(mixed_manifest: Path) -> None:
         assert item is not None and item["audio"].shape == (2, CROP) and item["audio"].dtype == torch.float32
         assert item["text"] == dataset.labels[index]
     no_text = AudioDataset(mixed_manifest, "train", SR, CROP)[0]
-    assert no_text is not None and set(no_text) == {"audio"}
+    assert no_text is not None and set(no_text) == {"audio", "index"} and no_text["index"] == 0
 
 
 def test_mono_is_duplicated_short_clips_are_padded(mixed_manifest: Path) -> None:
@@ -172,7 +172,8 @@ def test_corrupt_file_at_read_time(synthetic_manifest: Path, tmp_path: Path) -> 
     dataset = AudioDataset(folder / synthetic_manifest.name, "train", SR, CROP)
     Path(dataset.paths[0]).write_bytes(b"garbage" * 10)
     Path(dataset.paths[1]).write_bytes(b"")
-    assert dataset[0] is None and dataset[1] is None and dataset[2] is not None
+    assert dataset[0] == {"skip": "unreadable", "index": 0} and dataset[1] == {"skip": "unreadable", "index": 1}
+    assert "audio" in dataset[2]
 
 
 def test_file_decoding_to_nan_is_skipped_and_counted(synthetic_manifest: Path, tmp_path: Path) -> None:
@@ -183,14 +184,15 @@ def test_file_decoding_to_nan_is_skipped_and_counted(synthetic_manifest: Path, t
     folder = tmp_path / "copy"
     shutil.copytree(synthetic_manifest.parent, folder)
     dataset = AudioDataset(folder / synthetic_manifest.name, "train", SR, CROP)
-    bad = np.zeros((SR, 2), dtype=np.float32)
-    bad[100, 0], bad[200, 1] = np.nan, np.inf
     for index in (0, 1):
+        bad = np.zeros((dataset.frames[index] or SR, 2), dtype=np.float32)  # the prepared length: not "truncated"
+        bad[::400, 0], bad[200::400, 1] = np.nan, np.inf
         Path(dataset.paths[index]).unlink()
         dataset.paths[index] = str(Path(dataset.paths[index]).with_suffix(".wav"))
         sf.write(dataset.paths[index], bad, SR, subtype="FLOAT")
     batch = collate_audio([dataset[i] for i in range(4)], crop_length=CROP)
     assert int(batch["skipped"]) == 2 and batch["audio"].shape[0] == 2 and torch.isfinite(batch["audio"]).all()
+    assert batch["skipped_by_reason"] == {"non_finite": 2} and batch["items"].tolist() == [0, 1, 2, 3]
 
 
 def test_collate_audio() -> None:

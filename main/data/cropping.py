@@ -9,7 +9,7 @@ resampler per source rate, converts channels and zero-pads to the crop length.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -66,12 +66,15 @@ class CropReader:
         return self._resamplers[source_rate]
 
     def _read_crop(
-        self, source: Union[str, Any], crop_start: CropStart, fallback: Fallback, rewind_on_empty: bool = False
+        self, source: Union[str, Any], crop_start: CropStart, fallback: Fallback, rewind_on_empty: bool = False,
+        expected_frames: Optional[int] = None,
     ) -> Tensor:
         """Read only the crop's stretch of `source` (a path or file object) -> [channels, crop_length].
 
         When libsndfile cannot open `source`, `fallback(error)` decodes it whole (or raises). With
         `rewind_on_empty`, a read past a header that over-estimates the length (some MP3s) starts again at 0.
+        `expected_frames` (the length recorded when the data set was prepared) catches a file truncated since:
+        libsndfile reads a cut WAV as a shorter file. MP3 and Ogg lengths are header estimates and not compared.
         """
         try:
             handle = sf.SoundFile(source)
@@ -80,6 +83,10 @@ class CropReader:
             return self._crop_array(data, rate, crop_start)
         with handle:
             rate, total_source = int(handle.samplerate), int(handle.frames)
+            exact_length = str(handle.format) not in _PREROLL_SOURCE_SAMPLES  # MP3/Ogg: estimated from the header
+            if expected_frames and exact_length and total_source != expected_frames:
+                raise AudioReadError(f"truncated or changed since preparation: {total_source} frames, the manifest "
+                                     f"recorded {expected_frames}")
             unit_src, unit_tgt = self._units(rate)
             total = total_source * self.sample_rate // rate
             start = crop_start(total) // unit_tgt * unit_tgt

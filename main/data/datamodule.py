@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from .audio import load_recording
 from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
+from .resumable import ResumableDataLoader, loader_generator
 from .samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
 from .synthetic import dataset_params, default_cache_dir, generate_synthetic_dataset, params_hash
 
@@ -63,6 +64,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         stream: Optional[str] = None,
         stream_cache_dir: Optional[str] = None,
         stream_max_cache_size: Optional[str] = None,
+        silence_dbfs: Optional[float] = -90.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,6 +93,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.stream = stream
         self.stream_cache_dir = stream_cache_dir
         self.stream_max_cache_size = stream_max_cache_size
+        self.silence_dbfs = silence_dbfs
         self._manifest_path: Optional[Path] = None
         self._rows: Optional[list[dict[str, Any]]] = None
         self.datasets: dict[str, Any] = {}  # AudioDataset, or StreamingAudioDataset with `stream`
@@ -190,7 +193,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
             self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
             random_crop=random_crop, with_text=with_text, seed=self.seed,
             loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-            loudness_max_peak=self.loudness_max_peak,
+            loudness_max_peak=self.loudness_max_peak, silence_dbfs=self.silence_dbfs,
         )
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
@@ -206,7 +209,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         items = []
         for index in select_per_species(dataset.sci_names, per_species, max_species, seed):
             item = dataset[index]
-            if item is not None:
+            if item is not None and "skip" not in item:
                 items.append({**item, "sci_name": dataset.sci_names[index]})
         return items
 
@@ -230,9 +233,10 @@ class BirdSoundDataModule(pl.LightningDataModule):
             self.datasets["test"] = self._dataset("test_split", self.test_split, train=False)
 
     def _loader(
-        self, dataset: Any, batch_size: int, sampler: Optional[Sampler], drop_last: bool
+        self, dataset: Any, batch_size: int, sampler: Optional[Sampler], drop_last: bool, train: bool = False
     ) -> DataLoader:
-        """A DataLoader with this module's worker settings and `collate_audio` (a StreamingAudioLoader if streamed)."""
+        """A DataLoader with this module's worker settings and `collate_audio` (a StreamingAudioLoader if streamed);
+        training over the manifest uses a `ResumableDataLoader`, so a mid-epoch checkpoint resumes the epoch."""
         workers = self.num_workers
         extra: dict[str, Any] = {}
         if workers > 0:
@@ -248,10 +252,11 @@ class BirdSoundDataModule(pl.LightningDataModule):
             # A DataLoader draws its workers' base seed when an iterator starts, from the global torch RNG unless
             # given a generator; a resumed run starts its iterator after the checkpoint restored that RNG, so
             # the draw would shift the training noise. Crops do not use it (seeded by seed, epoch and key).
-            generator = torch.Generator().manual_seed(self.seed)
             return StreamingAudioLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
-                                        drop_last=drop_last, collate_fn=collate, generator=generator, **extra)
-        return DataLoader(
+                                        drop_last=drop_last, collate_fn=collate, generator=loader_generator(self.seed),
+                                        **extra)
+        loader_class: type[DataLoader] = ResumableDataLoader if train else DataLoader
+        return loader_class(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -260,6 +265,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
             pin_memory=pin_memory,
             drop_last=drop_last,
             collate_fn=collate,
+            generator=loader_generator(self.seed),  # iterators leave the global RNG alone
             **extra,
         )
 
@@ -281,7 +287,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         """Shuffled (or stratified) random crops of the training split."""
         dataset = self._get("train")
         sampler = None if isinstance(dataset, torch.utils.data.IterableDataset) else self.train_sampler(dataset)
-        return self._loader(dataset, self.batch_size, sampler, self.drop_last)
+        return self._loader(dataset, self.batch_size, sampler, self.drop_last, train=sampler is not None)
 
     def val_dataloader(self) -> DataLoader:
         """Start crops of the validation split, in manifest order."""

@@ -4,9 +4,12 @@ Reproducibility: a training crop is drawn from an RNG seeded with (seed, epoch, 
 samplers (`main.data.samplers`) pass the epoch with each index, so crops do not depend on the number of
 workers or on worker processes seeing `set_epoch`.
 
-A file that cannot be read at training time (deleted, truncated, ...) yields None from the dataset;
-`collate_audio` drops it and counts it in the batch's ``skipped`` entry, so an epoch never crashes on
-one bad file. A batch may therefore hold fewer than ``batch_size`` clips (even 0: shape [0, C, L]).
+A file that cannot be used at training time yields a `skipped_item` from the dataset instead of a clip:
+``unreadable`` (deleted, truncated, undecodable), ``non_finite`` (decodes to NaN/inf) or ``silent`` (the crop's
+RMS is at or below `silence_dbfs`, e.g. an all-zero file). `collate_audio` drops it and counts it in the
+batch's ``skipped`` entry (and ``skipped_by_reason``), so an epoch never crashes on one bad file and one bad
+file never costs a whole batch. A batch may therefore hold fewer than ``batch_size`` clips (even 0: shape
+[0, C, L]). Every batch also lists the dataset indices it was built from (``items``, skipped ones included).
 """
 
 from __future__ import annotations
@@ -30,6 +33,27 @@ from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
 Item = Optional[dict[str, Any]]
+SKIP_REASONS = ("unreadable", "non_finite", "silent")
+
+
+def skipped_item(index: int, reason: str) -> dict[str, Any]:
+    """What a dataset returns instead of a clip it cannot use: the index and why (one of SKIP_REASONS)."""
+    if reason not in SKIP_REASONS:
+        raise ValueError(f"skip reason must be one of {SKIP_REASONS}, got {reason!r}")
+    return {"skip": reason, "index": int(index)}
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    """A manifest cell as an int (None when empty)."""
+    return None if value in (None, "") else int(value)
+
+
+def is_silent(audio: Tensor, silence_dbfs: Optional[float]) -> bool:
+    """Whether `audio`'s RMS is at or below `silence_dbfs` (dBFS; None: nothing counts as silent)."""
+    if silence_dbfs is None:
+        return False
+    rms = float(audio.double().pow(2).mean().sqrt()) if audio.numel() else 0.0
+    return rms <= 10.0 ** (float(silence_dbfs) / 20.0)
 
 
 class AudioDataset(CropReader, Dataset):
@@ -42,7 +66,7 @@ class AudioDataset(CropReader, Dataset):
     duplicated; files with more channels than `channels` keep the first ones (the recorder's stereo pair;
     a downmix would blur the image); `channels=1` downmixes. Clips shorter than the crop are zero-padded
     at the end. Training crops (`random_crop`) are seeded by (seed, epoch, index); evaluation crops start
-    at 0.
+    at 0. A crop whose RMS is at or below `silence_dbfs` (None: keep every crop) is skipped as silent.
     """
 
     def __init__(
@@ -58,6 +82,7 @@ class AudioDataset(CropReader, Dataset):
         loudness_normalize: bool = False,
         target_dbfs: float = -20.0,
         loudness_max_peak: Optional[float] = 1.0,
+        silence_dbfs: Optional[float] = -90.0,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
         self.manifest = Path(manifest)
@@ -67,12 +92,14 @@ class AudioDataset(CropReader, Dataset):
         self.paths: list[str] = [str(row["path"]) for row in rows]
         self.labels: list[str] = [str(row["label"]) for row in rows]
         self.sci_names: list[str] = [str(row["sci_name"]) for row in rows]
+        self.frames: list[Optional[int]] = [_int_or_none(row.get("frames")) for row in rows]
         self.random_crop = random_crop
         self.with_text = with_text
         self.seed = int(seed)
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = float(target_dbfs)
         self.loudness_max_peak = loudness_max_peak
+        self.silence_dbfs = None if silence_dbfs is None else float(silence_dbfs)
         self.epoch = 0
         self._warned: set[str] = set()
 
@@ -84,28 +111,34 @@ class AudioDataset(CropReader, Dataset):
         """Epoch used for crops of plain integer indices (samplers pass it with each index instead)."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, item: Union[int, tuple[int, int]]) -> Item:
-        """{'audio': [channels, crop_length], 'text': label (with_text)} or None when the file fails to read."""
+    def _skip(self, index: int, reason: str, detail: Any) -> dict[str, Any]:
+        """Warn once per file and return the `skipped_item`."""
+        path = self.paths[index]
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("skipping %s (%s): %s", path, reason, detail)
+        return skipped_item(index, reason)
+
+    def __getitem__(self, item: Union[int, tuple[int, int]]) -> dict[str, Any]:
+        """{'audio': [channels, crop_length], 'text': label (with_text), 'index'}, or a `skipped_item`."""
         if isinstance(item, (tuple, list)):
             index, epoch = int(item[0]), int(item[1])
         else:
             index, epoch = int(item), self.epoch
-        path = self.paths[index]
         try:
-            audio = self._load_crop(path, index, epoch)
-        except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping %s: %s", path, error)
-            return None
+            audio = self._load_crop(self.paths[index], index, epoch)
+        except AudioReadError as error:
+            reason = "non_finite" if "non-finite" in str(error) else "unreadable"
+            return self._skip(index, reason, error)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+            return self._skip(index, "unreadable", error)
         if not bool(torch.isfinite(audio).all()):  # e.g. a float WAV holding NaN/inf: never reaches a batch
-            if path not in self._warned:
-                self._warned.add(path)
-                log.warning("skipping %s: it decodes to non-finite samples (NaN/inf)", path)
-            return None
+            return self._skip(index, "non_finite", "it decodes to non-finite samples (NaN/inf)")
+        if is_silent(audio, self.silence_dbfs):
+            return self._skip(index, "silent", f"the crop's RMS is at or below {self.silence_dbfs} dBFS")
         if self.loudness_normalize:
             audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
-        out: dict[str, Any] = {"audio": audio}
+        out: dict[str, Any] = {"audio": audio, "index": index}
         if self.with_text:
             out["text"] = self.labels[index]
         return out
@@ -126,20 +159,28 @@ class AudioDataset(CropReader, Dataset):
             return read_audio(path)  # torchaudio fallback, whole file
 
         return self._read_crop(path, lambda total: self.crop_start(total, index, epoch), whole_file,
-                               rewind_on_empty=True)
+                               rewind_on_empty=True, expected_frames=self.frames[index])
 
 
 def collate_audio(
     batch: Sequence[Item], channels: int = 2, crop_length: int = 0, with_text: bool = False
 ) -> dict[str, Any]:
-    """Stack the items that loaded: {'audio': [B, C, L], 'text': [B] (if any), 'skipped': tensor(#None)}."""
-    items = [item for item in batch if item is not None]
+    """Stack the items that loaded: {'audio': [B, C, L], 'text': [B] (if any), 'skipped': tensor(#skipped),
+    'skipped_by_reason': {reason: n}, 'items': dataset indices of the whole batch (when every item has one)}."""
+    items = [item for item in batch if item is not None and "skip" not in item]
     skipped = len(batch) - len(items)
+    reasons: dict[str, int] = {}
+    for item in batch:
+        if item is None or "skip" in item:
+            reason = "unreadable" if item is None else str(item["skip"])
+            reasons[reason] = reasons.get(reason, 0) + 1
     if items:
         audio = torch.stack([item["audio"] for item in items])
     else:
         audio = torch.zeros(0, channels, crop_length)
-    out: dict[str, Any] = {"audio": audio, "skipped": torch.tensor(skipped)}
+    out: dict[str, Any] = {"audio": audio, "skipped": torch.tensor(skipped), "skipped_by_reason": reasons}
+    if batch and all(item is not None and "index" in item for item in batch):
+        out["items"] = torch.tensor([int(item["index"]) for item in batch])
     if with_text or any("text" in item for item in items):
         out["text"] = [str(item.get("text", "")) for item in items]
     return out

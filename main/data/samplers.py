@@ -1,8 +1,9 @@
 """Epoch-seeded training samplers yielding ``(index, epoch)`` pairs.
 
 Persistent DataLoader workers keep a stale copy of the dataset, so the epoch travels with each index
-instead of through `set_epoch` on the dataset. Without a `set_epoch` call the samplers advance their
-epoch by one per pass.
+instead of through `set_epoch` on the dataset. Until `set_epoch` is first called the samplers advance their
+epoch by one per pass; after it, a pass uses the epoch set, however often it is iterated (torchdata's
+StatefulDataLoader iterates a DDP-wrapped sampler twice when it fast-forwards a resumed pass).
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         self.num_items = int(num_items)
         self.seed = int(seed)
         self.epoch = 0
+        self.epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
-        """Use `epoch` for the next pass."""
+        """Use `epoch` for the next passes (no more advancing on its own)."""
         self.epoch = int(epoch)
+        self.epoch_set = True
 
     def __len__(self) -> int:
         """Items per pass."""
         return self.num_items
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
+        """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
         epoch = self.epoch
-        self.epoch += 1
+        self.epoch += 0 if self.epoch_set else 1
         generator = torch.Generator().manual_seed(self.seed + epoch)
         for index in torch.randperm(self.num_items, generator=generator).tolist():
             yield index, epoch
@@ -50,19 +53,21 @@ class EpochWeightedSampler(Sampler[tuple[int, int]]):
         self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
         self.seed = int(seed)
         self.epoch = 0
+        self.epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
-        """Use `epoch` for the next pass."""
+        """Use `epoch` for the next passes (no more advancing on its own)."""
         self.epoch = int(epoch)
+        self.epoch_set = True
 
     def __len__(self) -> int:
         """Samples per pass."""
         return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch is called."""
+        """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
         epoch = self.epoch
-        self.epoch += 1
+        self.epoch += 0 if self.epoch_set else 1
         generator = torch.Generator().manual_seed(self.seed + epoch)
         for index in torch.multinomial(self.weights, self.num_samples, True, generator=generator).tolist():
             yield index, epoch

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from main.files import PathLike
 
+from ..resumable import ResumableDataLoader, loader_generator
 from ..samplers import EpochShuffleSampler
 from .format import LABELS_FILE, LATENTS_FILE, TEXT_OFFSETS_FILE, TEXT_TOKENS_FILE, read_items, read_meta
 
@@ -82,7 +83,7 @@ class LatentDataset(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, item: Union[int, tuple[int, int]]) -> dict[str, Any]:
-        """{'latent': [C, latent_length], 'embedding': [L, D], 'embedding_mask': [L], 'text': label}."""
+        """{'latent': [C, latent_length], 'embedding': [L, D], 'embedding_mask': [L], 'text': label, 'index'}."""
         index, epoch = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), self.epoch)
         record = self.items[index]
         start = 0
@@ -95,7 +96,7 @@ class LatentDataset(Dataset):
             latent = torch.nn.functional.pad(latent, (0, self.latent_length - frames))
         embedding, mask = self.store.text(record["label"])
         return {"latent": latent, "embedding": embedding, "embedding_mask": mask,
-                "text": self.store.labels[record["label"]]}
+                "text": self.store.labels[record["label"]], "index": index}
 
 
 def collate_latents(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def collate_latents(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "embedding_mask": torch.stack([b["embedding_mask"] for b in batch]),
         "text": [b["text"] for b in batch],
         "skipped": torch.tensor(0),
+        "items": torch.tensor([int(b["index"]) for b in batch]),
     }
 
 
@@ -144,9 +146,12 @@ class LatentDataModule(pl.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: LatentDataset, batch_size: int, sampler: Any, drop_last: bool) -> DataLoader:
+        """Training (with a sampler): a `ResumableDataLoader`, so a mid-epoch checkpoint resumes the epoch."""
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=collate_latents, drop_last=drop_last, persistent_workers=workers > 0)
+        loader_class = DataLoader if sampler is None else ResumableDataLoader
+        return loader_class(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=collate_latents, drop_last=drop_last, persistent_workers=workers > 0,
+                            generator=loader_generator(self.hparams.seed))
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,
                       seed: int = 0) -> list[dict[str, Any]]:

@@ -1,0 +1,284 @@
+"""Faults a long run meets, injected into the real `train.py` (main/faults.py's hooks): SIGKILL at random steps,
+SIGKILL inside a checkpoint write, a killed two-process DDP run, a full disk, and bad files at training time.
+
+Each kill-and-resume test compares the resumed run's last.ckpt with an uninterrupted run's (weights, EMA,
+optimizer and LR-scheduler state, bit for bit) and, from the item log (BIRD_FAULT_ITEM_LOG), proves that the
+training loop saw every item exactly once per epoch. Deselect locally with `-m "not slow"`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import ROOT
+
+# 17 training clips, batches of 4 with the last one kept (5 batches), 2 batches per optimizer step (3 steps per
+# epoch), 2 workers, warm-up + cosine LR, periodic checkpoints every 2 steps (mid-epoch ones included), previews.
+COMMON = ["exp=dmae_tiny", "datamodule.num_workers=2", "+datamodule.drop_last=false",
+          "trainer.accumulate_grad_batches=2", "model.lr_warmup_steps=2", "model.lr_schedule=cosine",
+          "trainer.max_steps=6", "callbacks.checkpoint.every_n_train_steps=2",
+          "callbacks.audio_preview.every_n_steps=3", "callbacks.audio_preview.on_train_end=false"]
+TRAIN_ITEMS = 17
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def train(root: Path, run: str, *overrides: str, timeout: float = 400, **env: str) -> subprocess.CompletedProcess:
+    """Run `train.py` (in its own process group, killed whole on timeout) into `root/run`."""
+    command = [sys.executable, "train.py", f"paths.root_dir={root}", f"hydra.run.dir={root / run}", *overrides]
+    process = subprocess.Popen(command, cwd=ROOT, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The item log's records (all ranks: PATH and PATH.rankN)."""
+    records = []
+    for file in sorted(path.parent.glob(path.name + "*")):
+        records += [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    return records
+
+
+def committed(records: list[dict[str, Any]], resumed_at: Optional[int]) -> list[dict[str, Any]]:
+    """The records a checkpoint at step `resumed_at` holds: batches of earlier optimizer steps (None: all)."""
+    return [r for r in records if resumed_at is None or r["step"] < resumed_at]
+
+
+def key(records: list[dict[str, Any]]) -> list[tuple[int, int, int, list[int]]]:
+    return sorted((r["rank"], r["epoch"], r["batch_idx"], r["items"]) for r in records)
+
+
+def assert_each_item_once_per_epoch(records: list[dict[str, Any]], epochs: int, items: int = TRAIN_ITEMS) -> None:
+    seen: dict[int, list[int]] = {}
+    for r in records:
+        seen.setdefault(r["epoch"], []).extend(r["items"])
+    assert sorted(seen) == list(range(epochs))
+    for epoch, served in seen.items():
+        assert sorted(served) == list(range(items)), f"epoch {epoch}: {sorted(served)}"
+
+
+def assert_same_state(a_path: Path, b_path: Path) -> None:
+    a, b = torch.load(a_path, weights_only=True), torch.load(b_path, weights_only=True)
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"weights/EMA differ: {differ[:5]}"
+    for x, y in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run (its folder holds checkpoints/last.ckpt and items.log)."""
+    root = tmp_path_factory.mktemp("faults")
+    result = train(root, "straight", *COMMON, BIRD_FAULT_ITEM_LOG=str(root / "straight.items"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_each_item_once_per_epoch(read_log(root / "straight.items"), epochs=2)
+    return root
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_resumes_exactly(reference, tmp_path):
+    """SIGKILL right after two random steps (mid-epoch and between checkpoints included), each time resumed with
+    +ckpt=last.ckpt: same final state as the uninterrupted run, and every item seen once per epoch."""
+    kills = sorted(random.Random(14).sample(range(2, 6), 2))
+    effective: list[dict[str, Any]] = []
+    ckpt: Optional[Path] = None
+    for segment, kill_at in enumerate(kills + [None]):
+        extra = [f"+ckpt={ckpt}"] if ckpt else []
+        env = {"BIRD_FAULT_ITEM_LOG": str(tmp_path / f"seg{segment}.items")}
+        if kill_at is not None:
+            env["BIRD_FAULT_KILL_AT_STEP"] = str(kill_at)
+        result = train(tmp_path, f"seg{segment}", *COMMON, *extra, **env)
+        records = read_log(tmp_path / f"seg{segment}.items")
+        if kill_at is None:
+            assert result.returncode == 0, result.stderr[-3000:]
+            effective += records
+            break
+        assert result.returncode == -signal.SIGKILL, (kill_at, result.stderr[-3000:])
+        if (tmp_path / f"seg{segment}/checkpoints/last.ckpt").exists():  # else: resume from the same file again
+            ckpt = tmp_path / f"seg{segment}/checkpoints/last.ckpt"
+        assert ckpt is not None
+        resumed_at = int(torch.load(ckpt, weights_only=True)["global_step"])
+        assert resumed_at == kill_at // 2 * 2  # the last periodic checkpoint before the kill
+        effective += committed(records, resumed_at)
+    assert key(effective) == key(read_log(reference / "straight.items"))
+    assert_each_item_once_per_epoch(effective, epochs=2)
+    assert_same_state(reference / "straight/checkpoints/last.ckpt", tmp_path / f"seg{len(kills)}/checkpoints/last.ckpt")
+
+
+@pytest.mark.slow
+def test_sigkill_inside_checkpoint_write_keeps_previous_last_ckpt(reference, tmp_path):
+    """Killed after the temporary file of last.ckpt (step 4) was written, before the rename: last.ckpt is still the
+    complete step-2 file, and resuming from it ends like the uninterrupted run."""
+    marker = tmp_path / "stalled"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'killed'}", *COMMON],
+        cwd=ROOT, env=_env(BIRD_FAULT_STALL_CHECKPOINT=f"4:{marker}"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read()[-3000:] if process.stderr else ""
+            assert time.monotonic() < deadline, "timed out waiting for the stalled checkpoint write"
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    checkpoints = tmp_path / "killed/checkpoints"
+    assert marker.read_text().endswith("last.ckpt")
+    assert list(checkpoints.glob(".last.ckpt.*.tmp")), "the kill should leave the temporary file behind"
+    previous = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert previous["global_step"] == 2
+    result = train(tmp_path, "resumed", *COMMON, f"+ckpt={checkpoints / 'last.ckpt'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_state(reference / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
+
+
+DDP = ["exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
+       "trainer.max_steps=4", "callbacks.checkpoint.every_n_train_steps=1", "callbacks.audio_preview.every_n_steps=2",
+       "callbacks.audio_preview.on_train_end=false"]
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_and_resumed_matches_uninterrupted(tmp_path):
+    """Two CPU processes (gloo): both killed after step 3 (mid-epoch 1) and resumed: the final state equals the
+    uninterrupted DDP run's (every rank's RNG state is in the checkpoint), and each rank's item order too."""
+    straight = train(tmp_path, "straight", *DDP, BIRD_FAULT_ITEM_LOG=str(tmp_path / "straight.items"))
+    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-3000:]
+    killed = train(tmp_path, "killed", *DDP, BIRD_FAULT_KILL_AT_STEP="3",
+                   BIRD_FAULT_ITEM_LOG=str(tmp_path / "killed.items"))
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    ckpt = tmp_path / "killed/checkpoints/last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 3 and len(state["rng_states_per_rank"]) == 2
+    resumed = train(tmp_path, "resumed", *DDP, f"+ckpt={ckpt}", BIRD_FAULT_ITEM_LOG=str(tmp_path / "resumed.items"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert_same_state(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
+    effective = committed(read_log(tmp_path / "killed.items"), 3) + read_log(tmp_path / "resumed.items")
+    assert key(effective) == key(read_log(tmp_path / "straight.items"))
+
+
+def test_disk_full_while_saving_names_the_path_and_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    from main.checkpointing import AtomicCheckpointIO, CheckpointWriteError
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+    real_write = Path.write_bytes
+
+    def full_disk(self: Path, data: Any) -> int:
+        if self.name.startswith(".last.ckpt."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(CheckpointWriteError, match="no space left") as caught:
+        io.save_checkpoint({"step": 2, "blob": torch.zeros(1000)}, target)
+    assert str(target) in str(caught.value) and "free" in str(caught.value)
+    assert caught.value.errno == errno.ENOSPC
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left
+
+
+@pytest.fixture
+def damaged_manifest(tmp_path) -> Path:
+    """A copy of the tiny experiment's synthetic data with four training files damaged after preparation."""
+    from main.config import register_resolvers
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["exp=dmae_tiny", f"paths.root_dir={tmp_path}"])
+    source = instantiate(cfg.datamodule).manifest_path
+    folder = tmp_path / "damaged"
+    shutil.copytree(source.parent, folder)
+    from main.data.manifest import read_manifest
+
+    train_files = [folder / row["file"] for row in read_manifest(folder / source.name) if row["split"] == "train"]
+    audio, rate = sf.read(train_files[0], dtype="float32")
+    nan = audio.copy()
+    nan[::500] = np.nan  # in every crop
+    sf.write(train_files[0], nan, rate, format="WAV", subtype="FLOAT")  # libsndfile reads by content, not name
+    sf.write(train_files[1], np.zeros_like(audio), rate, format="WAV", subtype="PCM_16")
+    sf.write(train_files[2], audio, rate, format="WAV", subtype="PCM_16")
+    data = train_files[2].read_bytes()
+    train_files[2].write_bytes(data[: len(data) // 2])  # truncated: reads as a shorter file than prepared
+    train_files[3].unlink()
+    return folder / source.name
+
+
+@pytest.mark.slow
+def test_bad_files_at_training_time_are_skipped_counted_and_summarised(damaged_manifest, tmp_path):
+    """NaN, silent, truncated and deleted files: skipped one by one (not their batch), counted by reason in the
+    metric data/skipped_items and the end-of-run summary; no step is lost to a non-finite loss."""
+    result = train(tmp_path, "run", "exp=dmae_tiny", f"datamodule.manifest={damaged_manifest}", "trainer.max_steps=5",
+                   "callbacks.audio_preview=null", "+datamodule.drop_last=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 17 training items in 5 batches of at most 4: the 5 steps are epoch 0, which serves each bad file once
+    summary = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
+    assert summary == ["skipped 4 training items (non_finite=1, silent=1, unreadable=2) (metric data/skipped_items)"]
+    counts = {"non_finite": 1, "silent": 1, "unreadable": 2}
+    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    assert state["counters"]["skipped_nonfinite_steps"] == 0
+    assert state["counters"]["skipped_data_items"] == sum(int(v) for v in counts.values())
+    metrics = (tmp_path / "run/csv/version_0/metrics.csv").read_text()
+    assert "data/skipped_items" in metrics
+    output = result.stdout + result.stderr
+    assert "skipping" in output and "truncated or changed since preparation" in output
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, item: tuple[int, int]) -> int:
+        return item[0] * 100 + item[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumable_loader_continues_the_pass_and_refuses_other_settings(workers):
+    from main.data.resumable import ResumableDataLoader
+    from main.data.samplers import EpochShuffleSampler
+
+    def loader(batch_size: int = 2) -> ResumableDataLoader:
+        sampler = EpochShuffleSampler(10, seed=3)
+        sampler.set_epoch(1)
+        return ResumableDataLoader(_Indexed(), batch_size=batch_size, sampler=sampler, num_workers=workers)
+
+    full = [b.tolist() for b in loader()]
+    first = loader()
+    iterator = iter(first)
+    head = [next(iterator).tolist() for _ in range(2)]
+    state = first.state_dict()  # after the 2 batches consumed, whatever the workers pre-loaded
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert head + [b.tolist() for b in resumed] == full
+    assert [next(iterator).tolist() for _ in range(3)] == full[2:] and first.state_dict() == {}  # a whole pass
+    with pytest.raises(ValueError, match="batch_size: 2 -> 5"):
+        loader(batch_size=5).load_state_dict(state)
