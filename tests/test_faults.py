@@ -282,3 +282,55 @@ def test_resumable_loader_continues_the_pass_and_refuses_other_settings(workers)
     assert [next(iterator).tolist() for _ in range(3)] == full[2:] and first.state_dict() == {}  # a whole pass
     with pytest.raises(ValueError, match="batch_size: 2 -> 5"):
         loader(batch_size=5).load_state_dict(state)
+
+
+@pytest.fixture(scope="module")
+def preencoded(tmp_path_factory, tiny_diffae_config, text_encoder_path) -> dict[str, Any]:
+    """A tiny DiffAE export and the pre-encoded latents + text embeddings of a small synthetic data set."""
+    from main.data.latents import PreencodedStore
+    from main.data.synthetic import generate_synthetic_dataset
+    from main.models import build_diffae
+    from main.preencode import preencode
+    from tests.conftest import save_export
+
+    tmp = tmp_path_factory.mktemp("preencoded")
+    torch.manual_seed(0)
+    save_export(build_diffae(**tiny_diffae_config), tmp / "diffae",
+                {"kind": "diffae", "model": tiny_diffae_config, "sample_rate": 16000})
+    manifest = generate_synthetic_dataset(tmp / "data", clips_per_species=2, duration_s=1.0, sample_rate=16000)
+    preencode(manifest, tmp / "diffae.safetensors", tmp / "latents", text_encoder_path, 32, ("train", "valid"),
+              min_samples=8192, dtype="float32", device="cpu")
+    train_items = sum(item["split"] == "train" for item in PreencodedStore(tmp / "latents").items)
+    return {"diffae": tmp / "diffae.safetensors", "latents": tmp / "latents", "train_items": train_items}
+
+
+@pytest.mark.slow
+def test_preencoded_diffgen_killed_mid_epoch_resumes_exactly(preencoded, tmp_path):
+    """DiffGen on pre-encoded latents (shuffled, 2 workers, gradient accumulation, warm-up + cosine): killed right
+    after a mid-epoch step and resumed from its periodic last.ckpt, it ends with the uninterrupted run's state and
+    every item seen once per epoch."""
+    per_step = 4 * 2  # batch 4 (the last batch of an epoch kept), 2 batches per optimizer step
+    batches = -(-preencoded["train_items"] // 4)
+    steps = 2 * -(-batches // 2)  # two epochs (an odd last batch is an optimizer step of its own)
+    common = ["exp=diffgen_tiny_preencoded", f"model.autoencoder={preencoded['diffae']}",
+              f"datamodule.preencoded={preencoded['latents']}", "datamodule.num_workers=2", "+datamodule.drop_last=false",
+              "trainer.accumulate_grad_batches=2", "model.lr_warmup_steps=1", "model.lr_schedule=cosine",
+              f"trainer.max_steps={steps}", "callbacks.checkpoint.every_n_train_steps=1",
+              "callbacks.audio_preview.on_train_end=false"]
+    straight = train(tmp_path, "straight", *common, BIRD_FAULT_ITEM_LOG=str(tmp_path / "straight.items"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    kill_at = 1  # mid-epoch 0: the epoch has more than one optimizer step
+    assert preencoded["train_items"] > per_step
+    killed = train(tmp_path, "killed", *common, BIRD_FAULT_KILL_AT_STEP=str(kill_at),
+                   BIRD_FAULT_ITEM_LOG=str(tmp_path / "killed.items"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = tmp_path / "killed/checkpoints/last.ckpt"
+    assert int(torch.load(ckpt, weights_only=True)["global_step"]) == kill_at
+    resumed = train(tmp_path, "resumed", *common, f"+ckpt={ckpt}", BIRD_FAULT_ITEM_LOG=str(tmp_path / "resumed.items"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    effective = committed(read_log(tmp_path / "killed.items"), kill_at) + read_log(tmp_path / "resumed.items")
+    reference = read_log(tmp_path / "straight.items")
+    assert any(r["epoch"] == 0 and r["step"] >= kill_at for r in reference), "the kill must fall mid-epoch"
+    assert key(effective) == key(reference)
+    assert_each_item_once_per_epoch(effective, epochs=2, items=preencoded["train_items"])
+    assert_same_state(tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
