@@ -29,6 +29,8 @@ from typing import Any, Iterator, Optional
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from main.config import ConfigError
+
 # torchdata 0.11 calls torch.set_vital, deprecated in newer torch: noise in every run, harmless.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
@@ -85,14 +87,15 @@ class ResumableDataLoader(StatefulDataLoader):
         return {"num_workers": int(self.num_workers), "batch_size": self.batch_size, "batches": len(self)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume the next pass from `state_dict` ({}: a new pass); ValueError naming the setting that changed."""
+        """Resume the next pass from `state_dict` ({}: a new pass); a ConfigError (one line from train.py) naming the
+        setting that changed."""
         self._pending = None
         state = dict(state_dict)
         saved = state.pop(_SETTINGS, None)
         if saved is not None and saved != self._settings():
             now = self._settings()
             changed = ", ".join(f"{k}: {saved[k]} -> {now[k]}" for k in now if saved.get(k) != now[k])
-            raise ValueError(
+            raise ConfigError(
                 f"cannot resume the interrupted epoch: the training loader changed since the checkpoint ({changed}); "
                 "resume with the same datamodule.num_workers / datamodule.batch_size (and data set), or from a "
                 "checkpoint at an epoch boundary")
