@@ -15,11 +15,10 @@ import torch
 from torch.utils.data import Sampler
 
 
-class EpochShuffleSampler(Sampler[tuple[int, int]]):
-    """A permutation seeded by (seed + epoch), yielding (index, epoch); `set_epoch` picks the epoch."""
+class _EpochSampler(Sampler[tuple[int, int]]):
+    """The epoch bookkeeping both samplers share; subclasses draw one pass's indices from a seeded generator."""
 
-    def __init__(self, num_items: int, seed: int = 0) -> None:
-        self.num_items = int(num_items)
+    def __init__(self, seed: int) -> None:
         self.seed = int(seed)
         self.epoch = 0
         self.epoch_set = False
@@ -28,49 +27,50 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
         """Use `epoch` for the next passes (no more advancing on its own)."""
         self.epoch = int(epoch)
         self.epoch_set = True
+
+    def _indices(self, generator: torch.Generator) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
+        epoch = self.epoch
+        self.epoch += 0 if self.epoch_set else 1
+        for index in self._indices(torch.Generator().manual_seed(self.seed + epoch)):
+            yield index, epoch
+
+
+class EpochShuffleSampler(_EpochSampler):
+    """A permutation seeded by (seed + epoch), yielding (index, epoch); `set_epoch` picks the epoch."""
+
+    def __init__(self, num_items: int, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.num_items = int(num_items)
 
     def __len__(self) -> int:
         """Items per pass."""
         return self.num_items
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
-        epoch = self.epoch
-        self.epoch += 0 if self.epoch_set else 1
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        for index in torch.randperm(self.num_items, generator=generator).tolist():
-            yield index, epoch
+    def _indices(self, generator: torch.Generator) -> list[int]:
+        return torch.randperm(self.num_items, generator=generator).tolist()
 
 
-class EpochWeightedSampler(Sampler[tuple[int, int]]):
+class EpochWeightedSampler(_EpochSampler):
     """Weighted sampling with replacement seeded by (seed + epoch), yielding (index, epoch)."""
 
     def __init__(self, weights: Sequence[float], num_samples: Optional[int] = None, seed: int = 0) -> None:
+        super().__init__(seed)
         self.weights = torch.as_tensor(weights, dtype=torch.double)
         w = self.weights
         if w.ndim != 1 or len(w) == 0 or bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ValueError("weights must be a non-empty 1-D sequence of non-negative numbers with a positive sum")
         self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.epoch_set = False
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use `epoch` for the next passes (no more advancing on its own)."""
-        self.epoch = int(epoch)
-        self.epoch_set = True
 
     def __len__(self) -> int:
         """Samples per pass."""
         return self.num_samples
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
-        epoch = self.epoch
-        self.epoch += 0 if self.epoch_set else 1
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        for index in torch.multinomial(self.weights, self.num_samples, True, generator=generator).tolist():
-            yield index, epoch
+    def _indices(self, generator: torch.Generator) -> list[int]:
+        return torch.multinomial(self.weights, self.num_samples, True, generator=generator).tolist()
 
 
 def stratified_weights(species: Sequence[str]) -> list[float]:
