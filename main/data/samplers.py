@@ -8,6 +8,7 @@ StatefulDataLoader iterates a DDP-wrapped sampler twice when it fast-forwards a 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Iterator, Optional, Sequence
 
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import Sampler
 
 
-class _EpochSampler(Sampler[tuple[int, int]]):
+class _EpochSampler(Sampler[tuple[int, int]], ABC):
     """The epoch bookkeeping both samplers share; subclasses draw one pass's indices from a seeded generator."""
 
     def __init__(self, seed: int) -> None:
@@ -28,8 +29,9 @@ class _EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = int(epoch)
         self.epoch_set = True
 
+    @abstractmethod
     def _indices(self, generator: torch.Generator) -> list[int]:
-        raise NotImplementedError
+        """One pass's dataset indices, drawn from `generator` (seeded by seed + epoch)."""
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         """Indices of one pass; the epoch then advances by one unless set_epoch was ever called."""
