@@ -15,7 +15,9 @@ from litdata import StreamingDataset
 
 from main.data import shard as shard_cli
 from main.data.datamodule import BirdSoundDataModule
-from main.data.dataset import AudioDataset
+import numpy as np
+
+from main.data.dataset import AudioDataset, collate_audio
 from main.data.manifest import read_manifest
 from main.data.streaming import (
     StreamingAudioDataset,
@@ -126,6 +128,25 @@ def test_resampled_and_original_match_audio_dataset(manifest: Path, tmp_path: Pa
         assert mono["audio"].shape == (2, CROP) and torch.equal(mono["audio"][0], mono["audio"][1])  # mono -> stereo
         torch.testing.assert_close(mono["audio"][0], reference[i]["audio"][0], atol=2e-4, rtol=0)  # 16-bit PCM
         torch.testing.assert_close(orig["audio"], stereo[i]["audio"], atol=1e-5, rtol=0)
+
+
+def test_bad_samples_at_training_time_are_skipped_by_reason(stream: Path) -> None:
+    dataset = _dataset(stream, silence_dbfs=-90.0)
+    good = dataset[0]
+    frames = 2 * CROP
+    nan = np.zeros((frames, 2), dtype=np.float32)
+    nan[5, 0] = np.nan
+    raw = [
+        {"key": "silent", "audio": np.zeros((frames, 2), dtype=np.int16), "sample_rate": SR},
+        {"key": "nan", "audio": nan, "sample_rate": SR},
+        {"key": "garbage", "audio": b"fLaC" + b"\x00garbage" * 50, "ext": "flac"},
+    ]
+    items = [dataset.make_item(r) for r in raw]
+    assert [item["skip"] for item in items] == ["silent", "non_finite", "unreadable"]
+    batch = collate_audio([good, *items], channels=2, crop_length=CROP)
+    assert batch["audio"].shape == (1, 2, CROP) and int(batch["skipped"]) == 3
+    assert batch["skipped_by_reason"] == {"silent": 1, "non_finite": 1, "unreadable": 1}
+    assert _dataset(stream, silence_dbfs=None).make_item(raw[0])["audio"].abs().max() == 0  # null keeps silence
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -28,6 +28,15 @@ CropStart = Callable[[int], int]  # total target-rate samples -> crop start (tar
 Fallback = Callable[[BaseException], tuple[np.ndarray, int]]  # libsndfile's error -> ([frames, C], rate)
 
 
+def seeded_crop_start(total: int, crop_length: int, random_crop: bool, seed: int, epoch: int, clip: int) -> int:
+    """Crop start (target-rate samples) in a clip of `total` samples: seeded by (seed, epoch, clip) when
+    `random_crop`, else 0 (also when the clip is not longer than the crop)."""
+    if not random_crop or total <= crop_length:
+        return 0
+    rng = np.random.default_rng([int(seed), int(epoch), int(clip)])
+    return int(rng.integers(0, total - crop_length + 1))
+
+
 class CropReader:
     """Mixin: [channels, crop_length] crops at `sample_rate` from libsndfile sources or decoded arrays.
 

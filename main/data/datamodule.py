@@ -176,7 +176,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
                 random_crop=train, with_text=self.with_text, seed=self.seed, shuffle=train,
                 loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
                 loudness_max_peak=self.loudness_max_peak, cache_dir=self.stream_cache_dir,
-                max_cache_size=self.stream_max_cache_size,
+                max_cache_size=self.stream_max_cache_size, silence_dbfs=self.silence_dbfs,
             )
             if streamed.num_clips == 0:
                 raise ValueError(f"{key}: split {split!r} of the streamed data set {self.stream} is empty")

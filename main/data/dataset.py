@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from main.files import PathLike
 
 from .audio import AudioReadError, normalize_loudness, read_audio
-from .cropping import CropReader
+from .cropping import CropReader, seeded_crop_start
 from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,11 @@ Item = Optional[dict[str, Any]]
 SKIP_REASONS = ("unreadable", "non_finite", "silent")
 
 
-def skipped_item(index: int, reason: str) -> dict[str, Any]:
-    """What a dataset returns instead of a clip it cannot use: the index and why (one of SKIP_REASONS)."""
+def skipped_item(index: Optional[int], reason: str) -> dict[str, Any]:
+    """What a dataset returns instead of a clip it cannot use: why (one of SKIP_REASONS) and the index (if any)."""
     if reason not in SKIP_REASONS:
         raise ValueError(f"skip reason must be one of {SKIP_REASONS}, got {reason!r}")
-    return {"skip": reason, "index": int(index)}
+    return {"skip": reason} if index is None else {"skip": reason, "index": int(index)}
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -145,10 +145,7 @@ class AudioDataset(CropReader, Dataset):
 
     def crop_start(self, total: int, index: int, epoch: int) -> int:
         """Crop start (target-rate samples) for a clip of `total` samples: seeded random for training, else 0."""
-        if not self.random_crop or total <= self.crop_length:
-            return 0
-        rng = np.random.default_rng([self.seed, epoch, index])
-        return int(rng.integers(0, total - self.crop_length + 1))
+        return seeded_crop_start(total, self.crop_length, self.random_crop, self.seed, epoch, index)
 
     def _load_crop(self, path: str, index: int, epoch: int) -> Tensor:
         """Read only the needed stretch of the file, resample it and return [channels, crop_length]."""

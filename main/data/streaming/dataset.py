@@ -23,16 +23,18 @@ from torch import Tensor
 
 from main.files import PathLike
 
+import torch
+
 from ..audio import AudioReadError, normalize_loudness
-from ..cropping import CropReader
+from ..cropping import CropReader, seeded_crop_start
+from ..dataset import is_silent, skipped_item
 from .format import check_split, decode_with_fallback, split_location
 
 log = logging.getLogger(__name__)
-Item = Optional[dict[str, Any]]
 
 
 class StreamingAudioDataset(CropReader, StreamingDataset):
-    """Fixed-length clips (and labels) streamed from one split of a streamed data set; None for a bad sample.
+    """Fixed-length clips (and labels) streamed from one split of a streamed data set; a `skipped_item` for a bad one.
 
     Same items as `AudioDataset`: ``{"audio": [channels, crop_length], "text": label}`` (text with
     `with_text`; ``"key"`` too with `with_key`), resampled to `sample_rate`, channels converted (mono is
@@ -58,6 +60,7 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         cache_dir: Optional[str] = None,
         max_cache_size: Optional[str] = None,
         drop_last: Optional[bool] = None,
+        silence_dbfs: Optional[float] = -90.0,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
         check_split(root, split)
@@ -70,26 +73,31 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         self.loudness_normalize = loudness_normalize
         self.target_dbfs = float(target_dbfs)
         self.loudness_max_peak = loudness_max_peak
+        self.silence_dbfs = None if silence_dbfs is None else float(silence_dbfs)
 
     @property
     def num_clips(self) -> int:
         """Clips in the split (all ranks together, one pass)."""
         return sum(int(end) - int(start) for start, end in self.region_of_interest)
 
-    def __getitem__(self, index: Any) -> Item:
+    def __getitem__(self, index: Any) -> dict[str, Any]:
         """The stored sample at `index` (what LitData's iterator asks for), decoded and cropped."""
         if isinstance(index, slice):
             raise TypeError("StreamingAudioDataset does not take slices; index one clip at a time")
         return self.make_item(super().__getitem__(index))
 
-    def make_item(self, raw: dict[str, Any]) -> Item:
-        """Crop one stored sample; None (with a warning) when it fails to decode."""
-        key = str(raw["key"])
+    def make_item(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Crop one stored sample; a `skipped_item` (with a warning) when it fails to decode, is non-finite or silent."""
+        key = str(raw.get("key", "?"))
         try:
             audio = self._load_crop(raw, key)
         except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("skipping %s in %s: %s", key, self.root, error)
-            return None
+            reason = "non_finite" if "non-finite" in str(error) else "unreadable"
+            return self._skip(key, reason, error)
+        if not bool(torch.isfinite(audio).all()):
+            return self._skip(key, "non_finite", "it decodes to non-finite samples (NaN/inf)")
+        if is_silent(audio, self.silence_dbfs):
+            return self._skip(key, "silent", f"the crop's RMS is at or below {self.silence_dbfs} dBFS")
         if self.loudness_normalize:
             audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
@@ -99,12 +107,15 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
             out["key"] = key
         return out
 
+    def _skip(self, key: str, reason: str, detail: Any) -> dict[str, Any]:
+        """Warn and return the `skipped_item` (no dataset index: streamed clips are named by key)."""
+        log.warning("skipping %s in %s (%s): %s", key, self.root, reason, detail)
+        return skipped_item(None, reason)
+
     def crop_start(self, total: int, key: str, epoch: int) -> int:
         """Crop start (target-rate samples): seeded by (seed, epoch, key) when training, else 0."""
-        if not self.random_crop or total <= self.crop_length:
-            return 0
-        rng = np.random.default_rng([self.seed, epoch, zlib.crc32(key.encode("utf-8"))])
-        return int(rng.integers(0, total - self.crop_length + 1))
+        clip = zlib.crc32(key.encode("utf-8"))
+        return seeded_crop_start(total, self.crop_length, self.random_crop, self.seed, epoch, clip)
 
     def _load_crop(self, raw: dict[str, Any], key: str) -> Tensor:
         """[channels, crop_length] from int16 PCM (a slice) or original bytes (only the crop's stretch decoded)."""
