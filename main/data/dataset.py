@@ -56,6 +56,20 @@ def is_silent(audio: Tensor, silence_dbfs: Optional[float]) -> bool:
     return rms <= 10.0 ** (float(silence_dbfs) / 20.0)
 
 
+def read_error_reason(error: BaseException) -> str:
+    """The skip reason of an error raised while reading a crop: non_finite or unreadable."""
+    return "non_finite" if isinstance(error, AudioReadError) and "non-finite" in str(error) else "unreadable"
+
+
+def crop_problem(audio: Tensor, silence_dbfs: Optional[float]) -> Optional[tuple[str, str]]:
+    """(skip reason, detail) when a decoded crop must not reach a batch (NaN/inf, or silent), else None."""
+    if not bool(torch.isfinite(audio).all()):  # e.g. a float WAV holding NaN/inf
+        return "non_finite", "it decodes to non-finite samples (NaN/inf)"
+    if is_silent(audio, silence_dbfs):
+        return "silent", f"the crop's RMS is at or below {silence_dbfs} dBFS"
+    return None
+
+
 class AudioDataset(CropReader, Dataset):
     """Fixed-length clips (and labels) from the rows of a manifest split; None for a file that fails to read.
 
@@ -127,15 +141,11 @@ class AudioDataset(CropReader, Dataset):
             index, epoch = int(item), self.epoch
         try:
             audio = self._load_crop(self.paths[index], index, epoch)
-        except AudioReadError as error:
-            reason = "non_finite" if "non-finite" in str(error) else "unreadable"
-            return self._skip(index, reason, error)
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
-            return self._skip(index, "unreadable", error)
-        if not bool(torch.isfinite(audio).all()):  # e.g. a float WAV holding NaN/inf: never reaches a batch
-            return self._skip(index, "non_finite", "it decodes to non-finite samples (NaN/inf)")
-        if is_silent(audio, self.silence_dbfs):
-            return self._skip(index, "silent", f"the crop's RMS is at or below {self.silence_dbfs} dBFS")
+        except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError, ValueError) as error:
+            return self._skip(index, read_error_reason(error), error)
+        problem = crop_problem(audio, self.silence_dbfs)
+        if problem is not None:
+            return self._skip(index, *problem)
         if self.loudness_normalize:
             audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio, "index": index}

@@ -23,11 +23,9 @@ from torch import Tensor
 
 from main.files import PathLike
 
-import torch
-
 from ..audio import AudioReadError, normalize_loudness
 from ..cropping import CropReader, seeded_crop_start
-from ..dataset import is_silent, skipped_item
+from ..dataset import crop_problem, read_error_reason, skipped_item
 from .format import check_split, decode_with_fallback, split_location
 
 log = logging.getLogger(__name__)
@@ -88,16 +86,14 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
 
     def make_item(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Crop one stored sample; a `skipped_item` (with a warning) when it fails to decode, is non-finite or silent."""
-        key = str(raw.get("key", "?"))
+        key = str(raw["key"])
         try:
             audio = self._load_crop(raw, key)
         except (AudioReadError, sf.LibsndfileError, RuntimeError, OSError, ValueError, KeyError, TypeError) as error:
-            reason = "non_finite" if "non-finite" in str(error) else "unreadable"
-            return self._skip(key, reason, error)
-        if not bool(torch.isfinite(audio).all()):
-            return self._skip(key, "non_finite", "it decodes to non-finite samples (NaN/inf)")
-        if is_silent(audio, self.silence_dbfs):
-            return self._skip(key, "silent", f"the crop's RMS is at or below {self.silence_dbfs} dBFS")
+            return self._skip(key, read_error_reason(error), error)
+        problem = crop_problem(audio, self.silence_dbfs)
+        if problem is not None:
+            return self._skip(key, *problem)
         if self.loudness_normalize:
             audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
