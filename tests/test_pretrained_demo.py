@@ -63,3 +63,21 @@ def test_pretrained_demo_diffae_reconstructs_held_out_recordings(pretrained):
     for i, r in enumerate(recon):
         similarity = [float(band_profile(r, 16000) @ o) for o in originals]
         assert int(np.argmax(similarity)) == i, (species[i], similarity)
+
+
+def test_wide_32khz_candidate_matches_its_recorded_config():
+    """`pretrained/diffae_demo32` (BENCHMARKS.md, "Decoder width at full resolution") is the config its recorded
+    command composes, fp16, <= 25 MB, with finite weights."""
+    path = ROOT / "pretrained" / "diffae_demo32.safetensors"
+    model, config = load_model(path, "diffae")
+    assert path.stat().st_size <= 25 * 2**20
+    assert config["dtype"] == "float16" and config["sample_rate"] == 32000
+    command = config["provenance"]["command"]
+    assert command.startswith("python train.py exp=dmae_demo ")
+    register_resolvers()
+    with initialize_config_dir(str(ROOT), version_base="1.3"):
+        cfg = compose("config", overrides=command.split()[2:])
+    expected = OmegaConf.to_container(cfg.model.model, resolve=True)
+    assert {k: config["model"][k] for k in expected} == expected
+    assert expected["items"] == [2, 2, 2, 2] and expected["channels"] == [96, 64, 96, 128]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
