@@ -133,7 +133,10 @@ def test_generate_audio_is_pinned(tmp_path, tiny_exports, manifest):
                    "--cfg", "2.5", "--seed", "7", "--device", "cpu", "--batch-size", "1", "--no-latent-probe",
                    "--out", str(out)])
     digest = _pinned_digest(out)
-    assert digest["sum"] == pytest.approx(PINNED_GENERATE["sum"], abs=1e-6)
-    assert digest["abs_sum"] == pytest.approx(PINNED_GENERATE["abs_sum"], abs=1e-6)
-    assert digest["samples"] == pytest.approx(PINNED_GENERATE["samples"], abs=1e-6)
+    # Clips are 16-bit PCM: another CPU's float rounding can move a few samples by one step (seen on CI: 2 steps
+    # in abs_sum), while any change to the sampler moves these sums by thousands of steps.
+    pcm_step = 1 / 32768
+    assert digest["sum"] == pytest.approx(PINNED_GENERATE["sum"], abs=64 * pcm_step)
+    assert digest["abs_sum"] == pytest.approx(PINNED_GENERATE["abs_sum"], abs=64 * pcm_step)
+    assert digest["samples"] == pytest.approx(PINNED_GENERATE["samples"], abs=2 * pcm_step)
     assert digest["latent_abs_sum"] == pytest.approx(PINNED_GENERATE["latent_abs_sum"], rel=1e-6)
