@@ -9,7 +9,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
-from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, unet_length_multiple
+from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, diffgen_length_multiple, unet_length_multiple
 from main.text import TEXT_PADDING_MODES
 
 
@@ -124,12 +124,14 @@ def validate_config(cfg: DictConfig) -> None:
             )
         g = _checked(DIFFGEN_CONFIG, dict(cfg.model.get("model") or {}), "model.model")
         _check_lengths(g, ("channels", "factors", "items", "attentions", "cross_attentions"), "model.model")
-        multiple = unet_length_multiple(g["factors"])
+        if not isinstance(g["patch_size"], int) or g["patch_size"] < 1:
+            raise ConfigError(f"model.model.patch_size must be an integer >= 1, got {g['patch_size']!r}")
+        multiple = diffgen_length_multiple(g)
         if (crop // factor) % multiple:
             raise ConfigError(
                 f"datamodule.crop_length={crop} gives {crop // factor} latent frames, which the DiffGen U-Net "
-                f"factors {g['factors']} (model.model.factors) cannot divide: use a multiple of "
-                f"{factor * multiple} samples"
+                f"(model.model.patch_size {g['patch_size']} x factors {g['factors']}) cannot divide: use a "
+                f"multiple of {factor * multiple} samples"
             )
         if g["text_padding"] not in TEXT_PADDING_MODES:
             raise ConfigError(f"model.model.text_padding must be one of {TEXT_PADDING_MODES}, got {g['text_padding']!r}")

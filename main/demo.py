@@ -151,10 +151,14 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--time-limit-factor", type=float, default=3.0,
                         help="each training stage's time limit, as a multiple of its expected time on 2 cores")
     parser.add_argument("--per-species", type=int, default=10, help="generated clips per species and CFG scale")
-    parser.add_argument("--steps", type=int, default=25, help="sampling and decoding steps (DPM-Solver++)")
+    parser.add_argument("--steps", type=int, default=25, help="DiffGen sampling steps (DPM-Solver++)")
+    parser.add_argument("--decoding-steps", type=int,
+                        help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --steps; 12 reconstruct "
+                             "the demo's test recordings at 0.90 vs 0.92 with 25, at half the cost: BENCHMARKS.md)")
     parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale of the main evaluation (CFG 1 is shown "
                                                                "beside it)")
     args = parser.parse_args(argv)
+    decoding_steps = args.decoding_steps or (args.steps if args.fast else 12)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
@@ -167,7 +171,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     dmae_steps = args.dmae_steps if args.dmae_steps is not None else (40 if args.fast else 10000 if scratch else 0)
     diffgen_steps = args.diffgen_steps if args.diffgen_steps is not None else (200 if args.fast else 1500)
     # Expected seconds per step on 2 cores (measured, BENCHMARKS.md), for the time limits.
-    per_step = {"dmae": 0.05 if args.fast else 0.3, "diffgen": 0.05 if args.fast else 0.45}
+    per_step = {"dmae": 0.05 if args.fast else 0.8, "diffgen": 0.05 if args.fast else 0.45}
     stages: dict[str, dict[str, Any]] = {}
     diffae = out / "exports" / f"diffae_{size}.safetensors"
     diffgen = out / "exports" / f"diffgen_{size}.safetensors"
@@ -207,13 +211,14 @@ def main(argv: Optional[list[str]] = None) -> Path:
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
     selection = ["--manifest", str(manifest), "--per-species", str(args.per_species)]
-    steps = ["--steps", str(args.steps), "--sampler", "dpmpp-2m", "--batch-size", "16"]
+    steps = ["--steps", str(args.steps), "--decoding-steps", str(decoding_steps), "--sampler", "dpmpp-2m",
+             "--batch-size", "16"]
     folders = {"generated": out / "eval/generated", "generated (CFG 1)": out / "eval/generated_cfg1"}
     for cfg, folder in ((args.cfg, folders["generated"]), (1.0, folders["generated (CFG 1)"])):
         run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(diffgen),
              *selection, *steps, "--cfg", str(cfg), "--seconds", seconds, "--out", str(folder)], log)
     run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(diffae), "--manifest", str(manifest),
-         "--steps", str(args.steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
+         "--steps", str(decoding_steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
          "--out", str(out / "eval/reconstructions")], log)
     run([python, "-m", "main.analysis", "report", "--generated", str(folders["generated"]),
          "--also", f"generated (CFG 1)={folders['generated (CFG 1)']}",

@@ -22,7 +22,7 @@ from main.inference.pipeline import CombinedSampler, get_default_combined_sample
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
 from main.nets.fourier import fourier_frame, init_lt_fourier_
-from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, unet_length_multiple
+from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, diffgen_length_multiple, unet_length_multiple
 from main.nets.pretrained import (
     PRETRAINED_DIFFAE_REPO,
     PRETRAINED_DIFFAE_REVISION,
@@ -45,5 +45,5 @@ __all__ = [
     "export_config", "fourier_frame", "generate_audio", "generate_latent", "get_default_combined_sampler",
     "get_default_diffae", "get_default_diffgen", "get_pretrained_diffae_from_huggingface", "guided_velocity_fn",
     "init_lt_fourier_", "load_model", "load_model_file", "load_model_state", "merged_config", "model_state_dict",
-    "resolve_device", "text_padding_mode", "unconditional_inputs", "unet_length_multiple",
+    "resolve_device", "text_padding_mode", "unconditional_inputs", "unet_length_multiple", "diffgen_length_multiple",
 ]

@@ -259,3 +259,43 @@ def test_data_scale_trains_on_scaled_audio_and_decoding_undoes_it(tiny_diffae_co
     assert diffae_data_scale(load_model(tmp_path / "scaled.safetensors", "diffae")[0]) == 4.0
     with pytest.raises(ValueError, match="data_scale"):
         build_diffae(**{**tiny_diffae_config, "data_scale": 0.0})
+
+
+def test_frame_patching_folds_neighbouring_frames_into_channels_and_back():
+    from main.nets.patching import fold_frames, unfold_frames
+
+    x = torch.randn(2, 3, 8)
+    folded = fold_frames(x, 2)
+    assert folded.shape == (2, 6, 4)
+    # channel c * 2 + k of folded frame t is frame 2 t + k of channel c
+    assert torch.equal(folded[:, 1 * 2 + 1, 3], x[:, 1, 7]) and torch.equal(folded[:, 2 * 2 + 0, 1], x[:, 2, 2])
+    assert torch.equal(unfold_frames(folded, 2), x)
+    with pytest.raises(ValueError, match="patch_size 2"):
+        fold_frames(torch.randn(1, 3, 7), 2)
+
+
+def test_patched_diffgen_round_trips_and_the_sampler_picks_a_length_it_takes(tmp_path, tiny_diffae_config,
+                                                                             tiny_diffgen_config, text_encoder_path):
+    from main.models import diffgen_length_multiple, load_model
+    from tests.conftest import save_export
+
+    torch.manual_seed(0)
+    config = {**tiny_diffgen_config, "patch_size": 2}
+    model = build_diffgen(**config).eval()
+    assert diffgen_length_multiple(config) == 4
+    assert type(model.net).__name__ == "FramePatchedNet" and model.net.patch_size == 2
+    x, sigmas, embedding = torch.randn(2, 8, 12), torch.rand(2), torch.randn(2, 32, 384)
+    out = diffgen_velocity(model, x, sigmas, embedding, torch.ones(2, 32, dtype=torch.bool))
+    assert out.shape == x.shape
+    # each output frame has its own value: no frame pair is repeated, as a stride-2 level's up-sampling would give
+    assert (out[..., 0::2] - out[..., 1::2]).abs().mean() > 0.1 * out.abs().mean()
+    save_export(model, tmp_path / "patched", {"kind": "diffgen", "model": model.config, "sample_rate": 16000})
+    loaded, loaded_config = load_model(tmp_path / "patched.safetensors", "diffgen")
+    assert loaded_config["model"]["patch_size"] == 2
+    torch.testing.assert_close(diffgen_velocity(loaded.eval(), x, sigmas, embedding,
+                                                torch.ones(2, 32, dtype=torch.bool)), out)
+    sampler = CombinedSampler(build_diffae(**tiny_diffae_config), model, text_encoder_path, 32, "cpu")
+    frames = sampler.latent_frames(0.3)
+    assert frames % 4 == 0 and frames * 64 >= 0.3 * 16000
+    audio = sampler.sample("Synthia fluvialis", seed=1, sampling_steps=2, decoding_steps=2, latent_length=frames)
+    assert audio.shape == (1, 2, frames * 64) and torch.isfinite(audio).all()

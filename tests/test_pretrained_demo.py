@@ -22,15 +22,20 @@ def pretrained():
 
 
 def test_pretrained_demo_diffae_matches_its_recorded_config(pretrained):
+    """fp16, <= 25 MB, finite, and both its recorded command and the command as it was run (before exp=dmae_demo
+    took these settings) compose exactly its config."""
     model, config = pretrained
     assert PRETRAINED_DIFFAE.stat().st_size <= 25 * 2**20
-    assert config["dtype"] == "float16" and config["kind"] == "diffae" and config["sample_rate"] == 16000
-    assert config["provenance"]["command"].startswith("python train.py exp=dmae_demo")
+    assert config["dtype"] == "float16" and config["kind"] == "diffae" and config["sample_rate"] == 32000
+    provenance = config["provenance"]
+    assert provenance["command"] == "python train.py exp=dmae_demo"
     register_resolvers()
-    with initialize_config_dir(str(ROOT), version_base="1.3"):
-        cfg = compose("config", overrides=["exp=dmae_demo"])
-    expected = OmegaConf.to_container(cfg.model.model, resolve=True)
-    assert {k: config["model"][k] for k in expected} == expected
+    for command in (provenance["command"], provenance["command_as_run"]):
+        with initialize_config_dir(str(ROOT), version_base="1.3"):
+            cfg = compose("config", overrides=command.split()[2:])
+        expected = OmegaConf.to_container(cfg.model.model, resolve=True)
+        assert {k: config["model"][k] for k in expected} == expected, command
+        assert cfg.sample_rate == config["sample_rate"] and cfg.trainer.max_steps == int(provenance["steps"])
     assert model.config["data_scale"] == cfg.model.model.data_scale
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -49,35 +54,18 @@ def test_pretrained_demo_diffae_reconstructs_held_out_recordings(pretrained):
     from main.data.synthetic import synthesize_recording
 
     model, _ = pretrained
-    # hoot 0.5 kHz, whistle 1.6 kHz, warble 3 kHz, up-sweeps 3.6-4.6 kHz (the trill, buzz and high pipes above
-    # 5 kHz are not reconstructed recognisably yet: README.md, "Quick start")
-    species = [0, 3, 5, 6]
-    audio = np.stack([synthesize_recording(s, np.random.default_rng(1000 + s), 2.048, 16000, 2).T
+    # hoot 0.5 kHz, whistle 1.6 kHz, warble 3 kHz, and the trill (5.0-5.4 kHz) and high pipes (7.0-7.4 kHz) that
+    # the earlier, narrower demo DiffAE never reconstructed
+    species = [0, 3, 5, 7, 9]
+    sample_rate = 32000
+    audio = np.stack([synthesize_recording(s, np.random.default_rng(1000 + s), 1.024, sample_rate, 2).T
                       for s in species]).astype(np.float32)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         latent = model.encode(torch.from_numpy(audio))
         noise = torch.randn((len(species), 2, audio.shape[-1]), generator=generator)
         recon = decode_latent(model, latent, 25, "dpmpp-2m", noise=noise).numpy()
-    originals = [band_profile(a, 16000) for a in audio]
+    originals = [band_profile(a, sample_rate) for a in audio]
     for i, r in enumerate(recon):
-        similarity = [float(band_profile(r, 16000) @ o) for o in originals]
+        similarity = [float(band_profile(r, sample_rate) @ o) for o in originals]
         assert int(np.argmax(similarity)) == i, (species[i], similarity)
-
-
-def test_wide_32khz_candidate_matches_its_recorded_config():
-    """`pretrained/diffae_demo32` (BENCHMARKS.md, "Decoder width at full resolution") is the config its recorded
-    command composes, fp16, <= 25 MB, with finite weights."""
-    path = ROOT / "pretrained" / "diffae_demo32.safetensors"
-    model, config = load_model(path, "diffae")
-    assert path.stat().st_size <= 25 * 2**20
-    assert config["dtype"] == "float16" and config["sample_rate"] == 32000
-    command = config["provenance"]["command"]
-    assert command.startswith("python train.py exp=dmae_demo ")
-    register_resolvers()
-    with initialize_config_dir(str(ROOT), version_base="1.3"):
-        cfg = compose("config", overrides=command.split()[2:])
-    expected = OmegaConf.to_container(cfg.model.model, resolve=True)
-    assert {k: config["model"][k] for k in expected} == expected
-    assert expected["items"] == [2, 2, 2, 2] and expected["channels"] == [96, 64, 96, 128]
-    assert all(torch.isfinite(p).all() for p in model.parameters())

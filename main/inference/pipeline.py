@@ -20,7 +20,7 @@ from main.inference.device import resolve_device
 from main.inference.generate import clip_generators, generate_audio
 from main.inference.guidance import guided_velocity_fn, text_padding_mode
 from main.nets import defaults
-from main.nets.lengths import diffae_audio_multiple, unet_length_multiple
+from main.nets.lengths import diffae_audio_multiple, diffgen_length_multiple
 from main.nets.weights import get_default_diffae, get_default_diffgen, load_model, model_state_dict
 from main.text import FrozenTextEncoder
 
@@ -118,10 +118,10 @@ class CombinedSampler(nn.Module):
 
     def latent_frames(self, seconds: float) -> int:
         """The shortest latent length covering `seconds` of audio that both U-Nets can take."""
-        diffgen_config = getattr(self.diffgen, "config", defaults.DIFFGEN_CONFIG)
+        diffgen_config = getattr(self.diffgen, "config", {})
         factor = int(self.diffae.latent_factor)
         diffae_multiple = diffae_audio_multiple(getattr(self.diffae, "config", {}))
-        multiple = math.lcm(unet_length_multiple(diffgen_config["factors"]), diffae_multiple // factor)
+        multiple = math.lcm(diffgen_length_multiple(diffgen_config), diffae_multiple // factor)
         return max(multiple, math.ceil(seconds * self.sample_rate / factor / multiple) * multiple)
 
     def save_pretrained(self, folder: PathLike, include_text_encoder: Optional[bool] = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from audio_diffusion_pytorch import DiffusionAE, DiffusionModel, LTPlugin, UNetV0, VDiffusion, VSampler
@@ -10,6 +11,7 @@ from audio_encoders_pytorch import ME1d, TanhBottleneck
 from main.attention import enable_masked_attention
 from main.nets import defaults
 from main.nets.fourier import init_lt_fourier_
+from main.nets.patching import FramePatchedNet
 from main.text import check_text_padding
 
 # The defaults are read as `defaults.X` at call time, so that replacing them (tests do) reaches every builder.
@@ -53,8 +55,10 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding and masked SDPA cross-attention."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
+    patch_size = int(c["patch_size"])
+    net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
     model = DiffusionModel(
-        net_t=UNetV0,
+        net_t=net_t,
         in_channels=c["in_channels"],
         channels=list(c["channels"]),
         factors=list(c["factors"]),

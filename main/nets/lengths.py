@@ -30,3 +30,9 @@ def diffae_audio_multiple(config: Mapping[str, Any]) -> int:
     down-sampling incl. the LT stride, and its encoder's samples per latent frame)."""
     c = defaults.merged_config(defaults.DIFFAE_CONFIG, config)
     return math.lcm(unet_length_multiple(c["factors"], c["lt_stride"]), diffae_downsample_factor(c))
+
+
+def diffgen_length_multiple(config: Mapping[str, Any]) -> int:
+    """The latent length a DiffGen of `config` takes must be a multiple of this (its patch size x U-Net factors)."""
+    c = defaults.merged_config(defaults.DIFFGEN_CONFIG, config)
+    return int(c["patch_size"]) * unet_length_multiple(c["factors"])
