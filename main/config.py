@@ -130,8 +130,8 @@ def validate_config(cfg: DictConfig) -> None:
         if (crop // factor) % multiple:
             raise ConfigError(
                 f"datamodule.crop_length={crop} gives {crop // factor} latent frames, which the DiffGen U-Net "
-                f"(model.model.patch_size {g['patch_size']} x factors {g['factors']}) cannot divide: use a "
-                f"multiple of {factor * multiple} samples"
+                f"(model.model.patch_size {g['patch_size']} x model.model.factors {g['factors']}) cannot divide: "
+                f"use a multiple of {factor * multiple} samples"
             )
         if g["text_padding"] not in TEXT_PADDING_MODES:
             raise ConfigError(f"model.model.text_padding must be one of {TEXT_PADDING_MODES}, got {g['text_padding']!r}")
