@@ -9,7 +9,12 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
-from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, diffgen_length_multiple, unet_length_multiple
+from main.nets.lengths import (
+    diffae_audio_multiple,
+    diffae_downsample_factor,
+    diffgen_length_multiple,
+    unet_length_multiple,
+)
 from main.text import TEXT_PADDING_MODES
 
 

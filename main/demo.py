@@ -146,7 +146,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the demo DiffAE from scratch instead of starting from the pretrained one")
     parser.add_argument("--dmae-steps", type=int, help="DiffAE training steps (default: 0 = use the pretrained "
-                                                        "demo DiffAE as it is; 10000 with --from-scratch)")
+                                                        "demo DiffAE as it is; exp=dmae_demo's trainer.max_steps with --from-scratch)")
     parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500)")
     parser.add_argument("--time-limit-factor", type=float, default=3.0,
                         help="each training stage's time limit, as a multiple of its expected time on 2 cores")
@@ -168,7 +168,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
     data = FAST_DATA if args.fast else []
     probe = ["callbacks.latent_species.every_n_steps=50"] if args.fast else []
     scratch = args.from_scratch or args.fast
-    dmae_steps = args.dmae_steps if args.dmae_steps is not None else (40 if args.fast else 10000 if scratch else 0)
+    if args.dmae_steps is not None:
+        dmae_steps = args.dmae_steps
+    elif scratch:  # the shipped model's whole schedule, as exp=dmae_demo sets it
+        dmae_steps = 40 if args.fast else int(compose_experiment(["exp=dmae_demo"]).trainer.max_steps)
+    else:
+        dmae_steps = 0
     diffgen_steps = args.diffgen_steps if args.diffgen_steps is not None else (200 if args.fast else 1500)
     # Expected seconds per step on 2 cores (measured, BENCHMARKS.md), for the time limits.
     per_step = {"dmae": 0.05 if args.fast else 0.8, "diffgen": 0.05 if args.fast else 0.45}

@@ -22,7 +22,12 @@ from main.inference.pipeline import CombinedSampler, get_default_combined_sample
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
 from main.nets.fourier import fourier_frame, init_lt_fourier_
-from main.nets.lengths import diffae_audio_multiple, diffae_downsample_factor, diffgen_length_multiple, unet_length_multiple
+from main.nets.lengths import (
+    diffae_audio_multiple,
+    diffae_downsample_factor,
+    diffgen_length_multiple,
+    unet_length_multiple,
+)
 from main.nets.pretrained import (
     PRETRAINED_DIFFAE_REPO,
     PRETRAINED_DIFFAE_REVISION,
