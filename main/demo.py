@@ -150,7 +150,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500)")
     parser.add_argument("--time-limit-factor", type=float, default=3.0,
                         help="each training stage's time limit, as a multiple of its expected time on 2 cores")
-    parser.add_argument("--per-species", type=int, default=10, help="generated clips per species and CFG scale")
+    parser.add_argument("--per-species", type=int, default=10, help="generated clips per species (main CFG scale)")
+    parser.add_argument("--cfg1-per-species", type=int, default=5,
+                        help="generated clips per species at CFG 1, the comparison (at most --per-species; 5 keeps "
+                             "the default demo within 20 minutes on 2 cores)")
     parser.add_argument("--steps", type=int, default=25, help="DiffGen sampling steps (DPM-Solver++)")
     parser.add_argument("--decoding-steps", type=int,
                         help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --steps; 12 reconstruct "
@@ -215,13 +218,14 @@ def main(argv: Optional[list[str]] = None) -> Path:
         log)
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
-    selection = ["--manifest", str(manifest), "--per-species", str(args.per_species)]
     steps = ["--steps", str(args.steps), "--decoding-steps", str(decoding_steps), "--sampler", "dpmpp-2m",
              "--batch-size", "16"]
     folders = {"generated": out / "eval/generated", "generated (CFG 1)": out / "eval/generated_cfg1"}
-    for cfg, folder in ((args.cfg, folders["generated"]), (1.0, folders["generated (CFG 1)"])):
+    for cfg, folder, count in ((args.cfg, folders["generated"], args.per_species),
+                               (1.0, folders["generated (CFG 1)"], min(args.cfg1_per_species, args.per_species))):
         run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(diffgen),
-             *selection, *steps, "--cfg", str(cfg), "--seconds", seconds, "--out", str(folder)], log)
+             "--manifest", str(manifest), "--per-species", str(count), *steps, "--cfg", str(cfg),
+             "--seconds", seconds, "--out", str(folder)], log)
     run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(diffae), "--manifest", str(manifest),
          "--steps", str(decoding_steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
          "--out", str(out / "eval/reconstructions")], log)

@@ -25,7 +25,7 @@ from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffu
 from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.hub import hub_weights
 from main.inference.decoding import decode_latent, diffae_data_scale
-from main.inference.guidance import diffgen_velocity, generate_latent, unconditional_inputs
+from main.inference.guidance import diffgen_data_scale, diffgen_velocity, generate_latent, unconditional_inputs
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 from main.nets.pretrained import get_pretrained_diffae_from_huggingface
@@ -446,10 +446,12 @@ class DiffGen(EMADiffusionModule):
         return latent, embedding, mask
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
-        """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
+        """V-diffusion loss on latents (times the model's `data_scale`), text masked for CFG with probability
+        `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
         proba = self.hparams.cfg_mask_proba if training else 0.0
-        return text_conditional_loss(model, latent, embedding, mask, proba, self.loss_sigmas(training))
+        return text_conditional_loss(model, latent * diffgen_data_scale(model), embedding, mask, proba,
+                                     self.loss_sigmas(training))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

@@ -228,6 +228,55 @@ def test_from_pretrained_offline_hub_name_fails_fast(monkeypatch):
         CombinedSampler.from_pretrained("someone/bird-model")
 
 
+def test_text_modulation_starts_as_the_plain_unet_and_pools_only_the_unmasked_tokens(tmp_path, tiny_diffgen_config):
+    """model.model.text_modulation: the pooled text joins the U-Net's modulation features. Untrained it computes
+    exactly the wrapped U-Net; once trained, the prompt changes the output through it, padding tokens do not, and
+    the setting travels with the export."""
+    from main.models import load_model
+    from main.nets.text_modulation import PooledTextModulation, masked_mean
+    from tests.conftest import save_export
+
+    torch.manual_seed(0)
+    model = build_diffgen(**{**tiny_diffgen_config, "text_modulation": True}).eval()
+    assert isinstance(model.net, PooledTextModulation) and model.net.mask_state is model.embedding_mask_state
+    x, sigmas, embedding = torch.randn(2, 8, 12), torch.rand(2), torch.randn(2, 32, 384)
+    mask = torch.arange(32) < torch.tensor([[5], [9]])
+    with torch.no_grad(), embedding_mask(model, mask):
+        plain = model.net.net(x, sigmas, embedding=embedding)
+    torch.testing.assert_close(diffgen_velocity(model, x, sigmas, embedding, mask), plain)
+
+    torch.nn.init.normal_(model.net.to_features[-1].weight, std=0.05)
+    out = diffgen_velocity(model, x, sigmas, embedding, mask)
+    assert (out - plain).abs().max() > 1e-3
+    padded = embedding.clone()
+    padded[~mask] = 100.0
+    torch.testing.assert_close(diffgen_velocity(model, x, sigmas, padded, mask), out)
+    torch.testing.assert_close(masked_mean(embedding, mask)[0], embedding[0, :5].mean(0))
+
+    save_export(model, tmp_path / "modulated", {"kind": "diffgen", "model": model.config, "sample_rate": 16000})
+    loaded, config = load_model(tmp_path / "modulated.safetensors", "diffgen")
+    assert config["model"]["text_modulation"] is True
+    torch.testing.assert_close(diffgen_velocity(loaded.eval(), x, sigmas, embedding, mask), out)
+
+
+def test_decoding_clamps_latents_to_the_bottleneck_range(tiny_diffae_config):
+    """A generated latent beyond the TanhBottleneck's (-1, 1) decodes as its clamped self: the decoder never saw
+    such values (DiffGen samples at CFG 3 reach |3| in the demo, real latents never pass 1)."""
+    from main.models import decode_latent, latent_bounds
+
+    torch.manual_seed(0)
+    diffae = build_diffae(**tiny_diffae_config)
+    assert latent_bounds(diffae) == (-1.0, 1.0)
+    assert latent_bounds(torch.nn.Linear(1, 1)) is None
+    audio = torch.randn(1, 2, 256)
+    assert diffae.encode(audio).abs().max() <= 1.0
+    latent = 3.0 * torch.randn(2, 8, 4)
+    noise = torch.randn(2, 2, 256)
+    clamped = decode_latent(diffae, latent.clamp(-1, 1), 3, "ddim", noise=noise)
+    torch.testing.assert_close(decode_latent(diffae, latent, 3, "ddim", noise=noise), clamped)
+    assert not torch.allclose(decode_latent(diffae, latent.clamp(-0.5, 0.5), 3, "ddim", noise=noise), clamped)
+
+
 def test_data_scale_trains_on_scaled_audio_and_decoding_undoes_it(tiny_diffae_config, tmp_path):
     """model.data_scale: the DMAE loss diffuses audio * scale and `decode_latent` divides by it; the setting
     travels with the export."""
@@ -259,6 +308,46 @@ def test_data_scale_trains_on_scaled_audio_and_decoding_undoes_it(tiny_diffae_co
     assert diffae_data_scale(load_model(tmp_path / "scaled.safetensors", "diffae")[0]) == 4.0
     with pytest.raises(ValueError, match="data_scale"):
         build_diffae(**{**tiny_diffae_config, "data_scale": 0.0})
+
+
+def test_diffgen_data_scale_trains_on_scaled_latents_and_generation_undoes_it(tiny_diffgen_config, tmp_path,
+                                                                             tiny_diffae_config, text_encoder_path):
+    """model.model.data_scale of DiffGen: the loss diffuses latent * scale, generation divides by it (latents come
+    back at the DiffAE's scale) and audio-to-audio variation scales its input latent too; it travels with the
+    export."""
+    from main.inference.guidance import diffgen_data_scale, generate_latent
+    from main.models import load_model
+    from main.modules import DiffGen
+    from tests.conftest import save_export
+
+    torch.manual_seed(0)
+    plain = build_diffgen(**tiny_diffgen_config).eval()
+    scaled = build_diffgen(**{**tiny_diffgen_config, "data_scale": 0.5}).eval()
+    scaled.load_state_dict(plain.state_dict())
+    assert diffgen_data_scale(plain) == 1.0 and diffgen_data_scale(scaled) == 0.5
+    embedding, mask, noise = torch.randn(2, 32, 384), torch.ones(2, 32, dtype=torch.bool), torch.randn(2, 8, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(generate_latent(scaled, embedding, mask, noise, 3, 2.0),
+                                   generate_latent(plain, embedding, mask, noise, 3, 2.0) / 0.5)
+
+    module = DiffGen(model={**tiny_diffgen_config, "data_scale": 0.5}, autoencoder=None, sample_rate=16000,
+                     autoencoder_model=tiny_diffae_config, cfg_mask_proba=0.0, text_encoder=text_encoder_path,
+                     text_encoder_max_length=32)
+    seen = []
+    module.model.net.forward = lambda x, s, embedding: seen.append(x) or torch.zeros_like(x)
+    latent = torch.randn(2, 8, 12).clamp(-1, 1)
+    batch = {"latent": latent, "embedding": embedding, "embedding_mask": mask}
+    torch.manual_seed(1)
+    module.diffusion_loss(module.model, batch, training=True)
+    torch.manual_seed(1)
+    sigma = torch.rand(2)
+    angle = (sigma * math.pi / 2)[:, None, None]
+    torch.testing.assert_close(seen[0], torch.cos(angle) * latent * 0.5 + torch.sin(angle) * torch.randn_like(latent))
+
+    save_export(scaled, tmp_path / "scaled", {"kind": "diffgen", "model": scaled.config, "sample_rate": 16000})
+    assert diffgen_data_scale(load_model(tmp_path / "scaled.safetensors", "diffgen")[0]) == 0.5
+    with pytest.raises(ValueError, match="data_scale"):
+        build_diffgen(**{**tiny_diffgen_config, "data_scale": -1.0})
 
 
 def test_frame_patching_folds_neighbouring_frames_into_channels_and_back():

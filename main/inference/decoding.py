@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 from audio_diffusion_pytorch import DiffusionAE
+from audio_encoders_pytorch import TanhBottleneck
 from torch import Tensor, nn
 
 from main.diffusion import sample as run_sampler
@@ -23,13 +24,27 @@ def decode_latent(
     """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
 
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
-    two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths).
+    two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths). Latents
+    are first clamped to the range the encoder's bottleneck produces (a generated latent can overshoot it).
     """
+    bounds = latent_bounds(diffae)
+    if bounds is not None:
+        latent = latent.clamp(*bounds)
     if noise is None:  # else the caller drew it (e.g. one generator per clip)
         noise = decoding_noise(diffae, latent, generator)
     channels = [None] * diffae.inject_depth + [latent]
     audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
     return audio / diffae_data_scale(diffae)
+
+
+def latent_bounds(diffae: nn.Module) -> Optional[tuple[float, float]]:
+    """The range of the latents the DiffAE's encoder produces ((-1, 1) behind a TanhBottleneck), None if unbounded.
+
+    The decoder only ever saw latents in that range; DiffGen samples (with CFG above all) overshoot it, e.g.
+    |latent| up to 3 at CFG 3 in the demo, where real latents are tanh-saturated at +-1.
+    """
+    bottlenecks = getattr(getattr(diffae, "encoder", None), "bottlenecks", None) or []
+    return (-1.0, 1.0) if any(isinstance(b, TanhBottleneck) for b in bottlenecks) else None
 
 
 def decoding_noise(diffae: DiffusionAE, latent: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -70,6 +70,16 @@ def generate_latent(
     sampler: str = "ddim",
     show_progress: bool = False,
 ) -> Tensor:
-    """Denoise `noise` [batch, channels, frames] into DiffGen latents for the text embeddings (CFG batched)."""
+    """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched)."""
     velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
-    return run_sampler(velocity, noise, num_steps, sampler, show_progress)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress) / diffgen_data_scale(diffgen)
+
+
+def diffgen_data_scale(diffgen: nn.Module) -> float:
+    """The factor DiffGen's diffusion scales DiffAE latents by (`data_scale` of its config; 1 for the seed's).
+
+    Below 1 it shifts the noise schedule towards more noise relative to the data: DiffAE latents are nearly
+    piecewise constant (a sign change in under 2% of frames), so neighbouring frames average the noise away and
+    most of the schedule would otherwise train on nearly clean inputs.
+    """
+    return float(getattr(diffgen, "config", {}).get("data_scale", 1.0))

@@ -18,7 +18,7 @@ from main.hub import load_local_first
 from main.inference.decoding import decode_latent
 from main.inference.device import resolve_device
 from main.inference.generate import clip_generators, generate_audio
-from main.inference.guidance import guided_velocity_fn, text_padding_mode
+from main.inference.guidance import diffgen_data_scale, guided_velocity_fn, text_padding_mode
 from main.nets import defaults
 from main.nets.lengths import diffae_audio_multiple, diffgen_length_multiple
 from main.nets.weights import get_default_diffae, get_default_diffgen, load_model, model_state_dict
@@ -109,10 +109,11 @@ class CombinedSampler(nn.Module):
         padded = torch.nn.functional.pad(audio, (0, frames * self.diffae.latent_factor - audio.shape[-1]))
         latent = self.diffae.encode(padded.to(self.device))
         embedding, mask = self.text_encoder(texts)
-        start = add_noise(latent, strength, generator)
+        scale = diffgen_data_scale(self.diffgen)
+        start = add_noise(latent * scale, strength, generator)
         velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
         steps = max(1, round(sampling_steps * strength))
-        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength)
+        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength) / scale
         out = decode_latent(self.diffae, new_latent, decoding_steps, sampler, generator, show_progress)
         return out[..., : audio.shape[-1]]
 

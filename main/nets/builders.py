@@ -12,6 +12,7 @@ from main.attention import enable_masked_attention
 from main.nets import defaults
 from main.nets.fourier import init_lt_fourier_
 from main.nets.patching import FramePatchedNet
+from main.nets.text_modulation import PooledTextModulation
 from main.text import check_text_padding
 
 # The defaults are read as `defaults.X` at call time, so that replacing them (tests do) reaches every builder.
@@ -52,11 +53,16 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
 
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
-    """A DiffGen with the seed's architecture (overridable), CFG embedding and masked SDPA cross-attention."""
+    """A DiffGen with the seed's architecture (overridable), CFG embedding, masked SDPA cross-attention and, with
+    `text_modulation`, the pooled text in every block's modulation features."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
+    if not c["data_scale"] > 0:
+        raise ValueError(f"model.model.data_scale must be > 0, got {c['data_scale']!r}")
     patch_size = int(c["patch_size"])
     net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
+    if c["text_modulation"]:
+        net_t = partial(PooledTextModulation, net_t)
     model = DiffusionModel(
         net_t=net_t,
         in_channels=c["in_channels"],
@@ -74,7 +80,9 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
         use_text_conditioning=False,
         use_embedding_cfg=True,
     )
-    enable_masked_attention(model, num_heads=c["attention_heads"])
+    mask_state = enable_masked_attention(model, num_heads=c["attention_heads"])
+    if isinstance(model.net, PooledTextModulation):
+        model.net.mask_state = mask_state
     model.config = c
     return model
 
