@@ -47,10 +47,10 @@ from main.nets.weights import (
 __all__ = [
     "BUILDERS", "DIFFAE_CONFIG", "DIFFGEN_CONFIG", "PRETRAINED_DIFFAE_REPO", "PRETRAINED_DIFFAE_REVISION",
     "CombinedSampler", "build_diffae", "build_diffgen", "cfg_unconditional_embedding", "clip_generators",
-    "decode_latent", "latent_bounds", "diffae_audio_multiple", "diffae_data_scale", "diffae_downsample_factor",
-    "diffgen_data_scale", "diffgen_velocity",
-    "export_config", "fourier_frame", "generate_audio", "generate_latent", "get_default_combined_sampler",
-    "get_default_diffae", "get_default_diffgen", "get_pretrained_diffae_from_huggingface", "guided_velocity_fn",
-    "init_lt_fourier_", "load_model", "load_model_file", "load_model_state", "merged_config", "model_state_dict",
+    "decode_latent", "diffae_audio_multiple", "diffae_data_scale", "diffae_downsample_factor", "diffgen_data_scale",
+    "diffgen_velocity", "export_config", "fourier_frame", "generate_audio", "generate_latent",
+    "get_default_combined_sampler", "get_default_diffae", "get_default_diffgen",
+    "get_pretrained_diffae_from_huggingface", "guided_velocity_fn", "init_lt_fourier_", "latent_bounds", "load_model",
+    "load_model_file", "load_model_state", "merged_config", "model_state_dict",
     "resolve_device", "text_padding_mode", "unconditional_inputs", "unet_length_multiple", "diffgen_length_multiple",
 ]

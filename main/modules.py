@@ -331,13 +331,15 @@ def text_conditional_loss(
     model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
     sigmas_fn: Optional[SigmasFn] = None,
 ) -> Tensor:
-    """DiffGen's loss: each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
+    """DiffGen's loss on DiffAE latents (diffused times the model's `data_scale`, as `generate_latent` divides by
+    it): each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
     if cfg_mask_proba > 0:
         drop = torch.rand(latent.shape[0], device=latent.device) < cfg_mask_proba
         uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
         embedding = torch.where(drop[:, None, None], uncond_embedding.to(embedding.dtype), embedding)
         mask = torch.where(drop[:, None], uncond_mask, mask)
-    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask), latent, sigmas_fn)
+    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask),
+                            latent * diffgen_data_scale(model), sigmas_fn)
 
 
 _ATTEND_NEEDS_TEXT = (
@@ -446,12 +448,10 @@ class DiffGen(EMADiffusionModule):
         return latent, embedding, mask
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
-        """V-diffusion loss on latents (times the model's `data_scale`), text masked for CFG with probability
-        `cfg_mask_proba` in training."""
+        """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
         proba = self.hparams.cfg_mask_proba if training else 0.0
-        return text_conditional_loss(model, latent * diffgen_data_scale(model), embedding, mask, proba,
-                                     self.loss_sigmas(training))
+        return text_conditional_loss(model, latent, embedding, mask, proba, self.loss_sigmas(training))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
