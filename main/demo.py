@@ -154,7 +154,9 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--cfg1-per-species", type=int, default=5,
                         help="generated clips per species at CFG 1, the comparison (at most --per-species; 5 "
                              "instead of 10 saves a minute or two of the default demo on 2 cores)")
-    parser.add_argument("--steps", type=int, default=25, help="DiffGen sampling steps (DPM-Solver++)")
+    parser.add_argument("--steps", type=int, default=15, help="DiffGen sampling steps (DPM-Solver++; 15 score as "
+                                                              "25 on the demo, a generation run takes 13%% less: "
+                                                              "BENCHMARKS.md)")
     parser.add_argument("--decoding-steps", type=int,
                         help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --steps; 12 reconstruct "
                              "the demo's test recordings at 0.90 vs 0.92 with 25, at half the cost: BENCHMARKS.md)")
@@ -210,6 +212,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
     limit = max(MIN_STAGE_MINUTES, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
     seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
                    f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
+                   # one audio preview, of the final weights: the report evaluates the clips; the probe logs the curve
+                   f"callbacks.audio_preview.every_n_steps={diffgen_steps}",
                    *stage_budget(diffgen_steps, limit, max(diffgen_steps // 4, 1))], log, limit * 60, out / "diffgen")
     stages["DiffGen"] = {"steps": diffgen_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
                          "steps_done": torch_load_step(out / "diffgen/checkpoints/last.ckpt"),

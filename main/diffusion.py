@@ -9,7 +9,7 @@ classifier-free guidance) and DiffAE decoding (conditioned on a latent).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
-SamplerName = Literal["ddim", "dpmpp-2m"]
-SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m")
+SamplerName = Literal["ddim", "dpmpp-2m", "ancestral"]
+SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m", "ancestral")
 SIGMA_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "logit-normal")
 SigmasFn = Callable[[int, torch.device], Tensor]  # (num_samples, device) -> noise levels in [0, 1]
 
@@ -93,8 +93,12 @@ def sample(
     sampler: str = "ddim",
     show_progress: bool = False,
     sigma_start: float = 1.0,
+    generators: Optional[Sequence[Optional[torch.Generator]]] = None,
 ) -> Tensor:
-    """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps."""
+    """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps.
+
+    `ddim` and `dpmpp-2m` are deterministic; `ancestral` adds fresh noise at every step (row i of the batch draws
+    it from `generators[i]`, or from torch's global RNG without generators)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if sampler not in SAMPLERS:
@@ -102,7 +106,12 @@ def sample(
     if not 0.0 < sigma_start <= 1.0:
         raise ValueError(f"sigma_start must be in (0, 1], got {sigma_start}")
     sigmas = linear_sigmas(num_steps, noise.device, sigma_start)
-    step = _ddim_step if sampler == "ddim" else _DpmSolverPP2M()
+    if generators is not None and len(generators) != noise.shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {noise.shape[0]}")
+    if sampler == "ancestral":
+        step: Callable[..., Tensor] = _AncestralStep(lambda x: _row_noise(x, generators))
+    else:
+        step = _ddim_step if sampler == "ddim" else _DpmSolverPP2M()
     x = noise
     for i in tqdm(range(num_steps), disable=not show_progress, desc=f"sampling ({sampler})", leave=False):
         sigma_batch = sigmas[i].expand(x.shape[0])
@@ -118,6 +127,33 @@ def _ddim_step(x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_
     x_pred = alpha * x - beta * v_pred
     noise_pred = beta * x + alpha * v_pred
     return alpha_next * x_pred + beta_next * noise_pred
+
+
+def _row_noise(x: Tensor, generators: Optional[Sequence[Optional[torch.Generator]]]) -> Tensor:
+    """Standard normal noise shaped like `x`, row i drawn from `generators[i]` (global RNG when None)."""
+    if generators is None:
+        return torch.randn_like(x)
+    return torch.stack([torch.randn(x.shape[1:], device=x.device, dtype=x.dtype, generator=g) for g in generators])
+
+
+class _AncestralStep:
+    """DDIM with eta = 1 (Song et al. 2021), i.e. ancestral sampling from the DDPM posterior q(x_next | x, x0):
+    the predicted x0 plus fresh noise at each step instead of the deterministic probability-flow path."""
+
+    def __init__(self, draw_noise: Callable[[Tensor], Tensor]):
+        self.draw_noise = draw_noise
+
+    def __call__(self, x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_last: bool) -> Tensor:
+        alpha, beta = (float(t) for t in alpha_beta(sigma.double()))
+        alpha_next, beta_next = (float(t) for t in alpha_beta(sigma_next.double()))
+        x0 = alpha * x - beta * v_pred
+        if beta_next == 0.0:
+            return x0
+        eps = beta * x + alpha * v_pred
+        # posterior standard deviation; at sigma = 1 (alpha = 0) the step forgets x and keeps only fresh noise
+        fresh = beta_next / beta * math.sqrt(max(0.0, 1.0 - (alpha / alpha_next) ** 2))
+        kept = math.sqrt(max(0.0, beta_next ** 2 - fresh ** 2))
+        return alpha_next * x0 + kept * eps + fresh * self.draw_noise(x)
 
 
 class _DpmSolverPP2M:

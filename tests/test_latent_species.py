@@ -39,6 +39,25 @@ def test_pooled_features_are_mean_std_and_frame_change():
     torch.testing.assert_close(features, torch.tensor([[0.5, 0.5, 1.0]]))
     with pytest.raises(ValueError, match="batch, channels, frames"):
         pooled_latent_features(torch.zeros(4, 8))
+    # over blocks of 2 frames the alternation averages out: constant 0.5, no spread, no change
+    torch.testing.assert_close(pooled_latent_features(latent, pool_frames=2), torch.tensor([[0.5, 0.0, 0.0]]))
+
+
+def test_probe_ignores_jitter_within_its_pooling_blocks():
+    """Generated latents with the right code plus frame-level jitter (as DiffGen with patch_size 4 makes them)
+    are read as their species once statistics are taken over 4-frame blocks, not over single frames."""
+    index = torch.arange(60) % 3
+    clean = class_latents(index)
+    jitter = torch.tensor([1.0, -1.0, 1.0, -1.0]).repeat(clean.shape[-1] // 4) * 1.2
+    test_index = torch.arange(30) % 3
+    jittered = class_latents(test_index, seed=1) + jitter * (torch.arange(30) % 2 * 2 - 1)[:, None, None]
+    names = [CLASSES[i] for i in test_index]
+    pooled = LatentSpeciesClassifier.fit(clean, [CLASSES[i] for i in index])
+    raw = LatentSpeciesClassifier.fit(clean, [CLASSES[i] for i in index], pool_frames=1)
+    assert pooled.pool_frames == 4 and pooled.evaluate(jittered, names)["accuracy"] == 1.0
+    assert raw.evaluate(jittered, names)["accuracy"] < 0.7
+    restored = LatentSpeciesClassifier.from_state_dict(pooled.state_dict())
+    assert restored.pool_frames == 4 and restored.predict(jittered) == pooled.predict(jittered)
 
 
 @pytest.mark.parametrize("method", ["ridge", "centroid"])

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(gen)
     gen.add_argument("--out", type=Path, required=True, help="folder for the clips, clips.csv, generation.json")
     gen.add_argument("--steps", type=int, default=100, help="DiffGen sampling steps (default 100)")
-    gen.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    gen.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="DiffGen sampler (default ddim)")
+    gen.add_argument("--decoding-sampler", choices=SAMPLERS, help="DiffAE decoding sampler (default: --sampler)")
     gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
     _add_sampling(gen)
     gen.add_argument("--overwrite", action="store_true", help="regenerate every clip")
@@ -171,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
         report = generate_from_manifest(
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
             args.text_encoder, args.device, steps=args.steps, decoding_steps=args.decoding_steps,
-            sampler=args.sampler, cfg_scale=args.cfg, seconds=args.seconds, seed=args.seed,
+            sampler=args.sampler, decoding_sampler=args.decoding_sampler, cfg_scale=args.cfg, seconds=args.seconds,
+            seed=args.seed,
             batch_size=args.batch_size, overwrite=args.overwrite, latent_probe=not args.no_latent_probe)
         print(f"{report.folder}: wrote {report.written} clips, {report.skipped} already there ({report.total} in all)")
         probe = report.folder / "latent_species.json"

@@ -68,7 +68,7 @@ def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torc
 
     length = latent.shape[2] * diffae.latent_factor
     noise = _noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
-    return decode_latent(diffae, latent, num_steps, sampler, noise=noise)
+    return decode_latent(diffae, latent, num_steps, sampler, noise=noise, generators=generators)
 
 
 def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
@@ -138,12 +138,14 @@ def generate_clips(
     seconds: float = 5.0,
     seed: int = 0,
     batch_size: int = 4,
+    decoding_sampler: Optional[str] = None,
     settings: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> RunReport:
     """Generate one clip per row (prompted with its `label`) into `out_dir` with a CombinedSampler; resumable.
 
+    `sampler` runs DiffGen, `decoding_sampler` (default: `sampler`) the DiffAE decoding.
     `settings` (e.g. the model files from `load_sampler` and how the rows were chosen) is saved in
     `generation.json` together with the sampling settings.
     """
@@ -159,6 +161,8 @@ def generate_clips(
             "sampler": sampler, "cfg_scale": float(cfg_scale), "seed": seed, "seconds": float(seconds),
             "latent_length": latent_length, "sample_rate": model.sample_rate, "num_clips": len(rows),
             "batch_size": batch_size, "device": str(model.device)}
+    if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
+        full["decoding_sampler"] = decoding_sampler
     plan = _plan_rows(rows, seed)
     full["plan_sha256"] = _plan_digest(plan)
     _check_settings(folder, GENERATION_FILE, full, overwrite)
@@ -171,7 +175,8 @@ def generate_clips(
             batch = [plan[i] for i in todo[start:start + batch_size]]
             generators = clip_generators([r["seed"] for r in batch], model.device)
             audio, latent = generate_audio(model, [r["label"] for r in batch], generators, steps,
-                                           decoding_steps or steps, cfg_scale, latent_length, sampler)
+                                           decoding_steps or steps, cfg_scale, latent_length, sampler,
+                                           decoding_sampler)
             for row, clip, clip_latent in zip(batch, audio[..., :samples], latent):
                 _write_latent(latent_path(folder, row["file"]), clip_latent)
                 _write_wav(folder / row["file"], clip, model.sample_rate)
@@ -233,6 +238,7 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
     generated = torch.stack([torch.from_numpy(np.load(latent_path(folder, r["file"])))[..., :frames] for r in rows])
     result = {"generated": classifier.evaluate(generated, [r["sci_name"] for r in rows]),
               "reference_split": reference_split, "n_reference": len(reference_rows), "frames": frames,
+              "pool_frames": classifier.pool_frames,
               "cfg_scale": settings.get("cfg_scale")}
     by_file = {str(r["file"]): r for r in read_manifest(manifest)}
     sources = list(dict.fromkeys(r["source"] for r in rows))
@@ -320,6 +326,8 @@ def reconstruct_clips(
     full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file), "steps": steps,
             "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate, "num_clips": len(rows),
             "batch_size": batch_size, "device": device_name}
+    if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
+        full["decoding_sampler"] = decoding_sampler
     plan = _plan_rows(rows, seed)
     full["plan_sha256"] = _plan_digest(plan)
     _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)

@@ -3,7 +3,7 @@
 DiffGen turns text into DiffAE latents; whether a generated latent belongs to the prompted species can be told
 before any audio is decoded. `LatentSpeciesClassifier` is fitted on the latents of real training recordings
 (pooled statistics per latent channel: mean, standard deviation and mean absolute frame-to-frame change,
-standardised) and scores generated latents. It is cheap enough to run inside training
+standardised, on the latent averaged over `POOL_FRAMES` frames) and scores generated latents. It is cheap enough to run inside training
 (`main.callbacks.LatentSpeciesCallback` logs `valid/latent_species_top1`) and is part of every evaluation
 (`python -m main.analysis generate` writes `latent_species.json` next to the clips).
 """
@@ -18,14 +18,25 @@ import torch
 from torch import Tensor
 
 METHODS = ("ridge", "centroid")
+# The statistics are taken on the latent averaged over blocks of this many frames (8 ms at the 500 frames/s of a
+# 32 kHz DiffAE). Frame-level jitter the decoder does not render, e.g. between the frames a DiffGen with
+# patch_size 4 predicts together, then does not decide the species: on the demo, raw-frame statistics scored
+# patch_size-4 latents at 0.47 and patch_size-2 latents at 0.82 although both decode to the same audio accuracy
+# (0.71, N = 100); over 4 frames they score 0.96 and 0.99, real latents 1.00 either way (BENCHMARKS.md).
+POOL_FRAMES = 4
 
 
-def pooled_latent_features(latent: Tensor) -> Tensor:
+def pooled_latent_features(latent: Tensor, pool_frames: int = 1) -> Tensor:
     """[batch, channels, frames] -> [batch, 3 * channels]: per-channel mean, standard deviation and mean absolute
-    difference between neighbouring frames (how fast the channel changes)."""
+    difference between neighbouring frames (how fast the channel changes), of the latent averaged over blocks of
+    `pool_frames` frames (a last partial block is dropped; latents shorter than a block are used as they are)."""
     if latent.ndim != 3:
         raise ValueError(f"expected latents [batch, channels, frames], got shape {tuple(latent.shape)}")
+    if pool_frames < 1:
+        raise ValueError(f"pool_frames must be >= 1, got {pool_frames}")
     latent = latent.float()
+    if pool_frames > 1 and latent.shape[-1] >= pool_frames:
+        latent = torch.nn.functional.avg_pool1d(latent, pool_frames, pool_frames)
     change = (latent[..., 1:] - latent[..., :-1]).abs().mean(-1) if latent.shape[-1] > 1 else latent[..., 0] * 0
     return torch.cat([latent.mean(-1), latent.std(-1, unbiased=False), change], dim=1)
 
@@ -50,14 +61,15 @@ class LatentSpeciesClassifier:
     scale: Tensor
     weights: Tensor  # ridge: [features + 1, species]; centroid: [species, features]
     method: str = "ridge"
+    pool_frames: int = 1  # classifiers saved before pooling have none
 
     @classmethod
     def fit(cls, latents: Tensor, species: Sequence[str], method: str = "ridge",
-            ridge: float = 1.0) -> "LatentSpeciesClassifier":
+            ridge: float = 1.0, pool_frames: int = POOL_FRAMES) -> "LatentSpeciesClassifier":
         """Fit on real latents [N, C, T] (or pooled features [N, F]) labelled with `species`."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-        features = latents if latents.ndim == 2 else pooled_latent_features(latents)
+        features = latents if latents.ndim == 2 else pooled_latent_features(latents, pool_frames)
         if len(species) != features.shape[0]:
             raise ValueError(f"{features.shape[0]} latents but {len(species)} species labels")
         names = sorted(set(species))
@@ -75,11 +87,11 @@ class LatentSpeciesClassifier:
             target = torch.nn.functional.one_hot(index, len(names)).double()
             gram = x1.T @ x1 + ridge * torch.eye(x1.shape[1], dtype=x.dtype)
             weights = torch.linalg.solve(gram, x1.T @ target)
-        return cls(names, mean.float(), scale.float(), weights.float(), method)
+        return cls(names, mean.float(), scale.float(), weights.float(), method, pool_frames)
 
     def scores(self, latents: Tensor) -> Tensor:
         """Class scores [N, species] (higher = more likely) of latents [N, C, T] or features [N, F]."""
-        features = latents if latents.ndim == 2 else pooled_latent_features(latents)
+        features = latents if latents.ndim == 2 else pooled_latent_features(latents, self.pool_frames)
         x = (features.float().cpu() - self.mean) / self.scale
         if self.method == "centroid":
             return -torch.cdist(x, self.weights)
@@ -113,12 +125,13 @@ class LatentSpeciesClassifier:
     def state_dict(self) -> dict[str, Any]:
         """A plain description (tensors and names) that `from_state_dict` restores."""
         return {"species": list(self.species), "mean": self.mean, "scale": self.scale, "weights": self.weights,
-                "method": self.method}
+                "method": self.method, "pool_frames": self.pool_frames}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> "LatentSpeciesClassifier":
         """Inverse of `state_dict`."""
-        return cls(list(state["species"]), state["mean"], state["scale"], state["weights"], str(state["method"]))
+        return cls(list(state["species"]), state["mean"], state["scale"], state["weights"], str(state["method"]),
+                   int(state.get("pool_frames", 1)))
 
 
 def select_per_species(sci_names: Sequence[str], per_species: int, max_species: int | None = None,

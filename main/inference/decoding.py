@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from audio_diffusion_pytorch import DiffusionAE
@@ -20,12 +20,14 @@ def decode_latent(
     generator: Optional[torch.Generator] = None,
     show_progress: bool = False,
     noise: Optional[Tensor] = None,
+    generators: Optional[Sequence[Optional[torch.Generator]]] = None,
 ) -> Tensor:
     """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
 
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths). Latents
     are first clamped to the range the encoder's bottleneck produces (a generated latent can overshoot it).
+    A stochastic sampler draws row i's step noise from `generators[i]` (else from `generator`).
     """
     bounds = latent_bounds(diffae)
     if bounds is not None:
@@ -33,7 +35,10 @@ def decode_latent(
     if noise is None:  # else the caller drew it (e.g. one generator per clip)
         noise = decoding_noise(diffae, latent, generator)
     channels = [None] * diffae.inject_depth + [latent]
-    audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress)
+    if generators is None and generator is not None:
+        generators = [generator] * noise.shape[0]
+    audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress,
+                        generators=generators)
     return audio / diffae_data_scale(diffae)
 
 

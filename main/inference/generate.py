@@ -43,7 +43,8 @@ def generate_audio(
 ) -> tuple[Tensor, Tensor]:
     """Audio [clips, channels, samples] and DiffGen latents [clips, channels, frames] for `texts`.
 
-    Clip i draws its latent noise, then its decoding noise, from `generators[i]` (None: torch's global RNG).
+    Clip i draws its latent noise, then (with the `ancestral` sampler) its sampling noise, then its decoding noise,
+    from `generators[i]` (None: torch's global RNG). `decoding_sampler` defaults to `sampler`.
     Clips run through the models one at a time because batched kernels round differently at other batch
     sizes: a clip's audio is bit-identical whatever it is generated with. `batch_size` > 1 runs that many clips
     through the models together (much faster on a GPU) from the same per-clip noise; the audio then matches the
@@ -60,9 +61,9 @@ def generate_audio(
         noise = torch.cat([torch.randn((1, model.latent_channels, latent_length), device=model.device, generator=g)
                            for g in chunk_generators])
         latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
-                                 show_progress)
+                                 show_progress, generators=chunk_generators)
         noise = torch.cat([decoding_noise(model.diffae, latent[i:i + 1], g) for i, g in enumerate(chunk_generators)])
         audio.append(decode_latent(model.diffae, latent, decoding_steps, decoding_sampler or sampler,
-                                   show_progress=show_progress, noise=noise))
+                                   show_progress=show_progress, noise=noise, generators=chunk_generators))
         latents.append(latent)
     return torch.cat(audio), torch.cat(latents)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from audio_diffusion_pytorch import DiffusionModel
@@ -69,10 +69,13 @@ def generate_latent(
     embedding_scale: float,
     sampler: str = "ddim",
     show_progress: bool = False,
+    generators: Optional[Sequence[Optional[torch.Generator]]] = None,
 ) -> Tensor:
-    """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched)."""
+    """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched);
+    a stochastic sampler draws row i's step noise from `generators[i]`."""
     velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
-    return run_sampler(velocity, noise, num_steps, sampler, show_progress) / diffgen_data_scale(diffgen)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress,
+                       generators=generators) / diffgen_data_scale(diffgen)
 
 
 def diffgen_data_scale(diffgen: nn.Module) -> float:

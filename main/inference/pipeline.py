@@ -113,7 +113,9 @@ class CombinedSampler(nn.Module):
         start = add_noise(latent * scale, strength, generator)
         velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
         steps = max(1, round(sampling_steps * strength))
-        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength) / scale
+        generators = None if generator is None else [generator] * start.shape[0]
+        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength,
+                                 generators=generators) / scale
         out = decode_latent(self.diffae, new_latent, decoding_steps, sampler, generator, show_progress)
         return out[..., : audio.shape[-1]]
 
