@@ -129,6 +129,13 @@ def _ddim_step(x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_
     return alpha_next * x_pred + beta_next * noise_pred
 
 
+def _step_weights(sigma: Tensor, sigma_next: Tensor) -> tuple[float, float, float, float]:
+    """alpha, beta at `sigma` and at `sigma_next`, computed in float64."""
+    alpha, beta = (float(t) for t in alpha_beta(sigma.double()))
+    alpha_next, beta_next = (float(t) for t in alpha_beta(sigma_next.double()))
+    return alpha, beta, alpha_next, beta_next
+
+
 def _row_noise(x: Tensor, generators: Optional[Sequence[Optional[torch.Generator]]]) -> Tensor:
     """Standard normal noise shaped like `x`, row i drawn from `generators[i]` (global RNG when None)."""
     if generators is None:
@@ -144,8 +151,7 @@ class _AncestralStep:
         self.draw_noise = draw_noise
 
     def __call__(self, x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_last: bool) -> Tensor:
-        alpha, beta = (float(t) for t in alpha_beta(sigma.double()))
-        alpha_next, beta_next = (float(t) for t in alpha_beta(sigma_next.double()))
+        alpha, beta, alpha_next, beta_next = _step_weights(sigma, sigma_next)
         x0 = alpha * x - beta * v_pred
         if beta_next == 0.0:
             return x0
@@ -164,8 +170,7 @@ class _DpmSolverPP2M:
         self.previous_h: Optional[float] = None
 
     def __call__(self, x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_last: bool) -> Tensor:
-        alpha, beta = (float(t) for t in alpha_beta(sigma.double()))
-        alpha_next, beta_next = (float(t) for t in alpha_beta(sigma_next.double()))
+        alpha, beta, alpha_next, beta_next = _step_weights(sigma, sigma_next)
         x0 = alpha * x - beta * v_pred
         if beta_next == 0.0:
             return x0

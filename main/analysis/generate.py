@@ -326,8 +326,6 @@ def reconstruct_clips(
     full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file), "steps": steps,
             "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate, "num_clips": len(rows),
             "batch_size": batch_size, "device": device_name}
-    if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
-        full["decoding_sampler"] = decoding_sampler
     plan = _plan_rows(rows, seed)
     full["plan_sha256"] = _plan_digest(plan)
     _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)
