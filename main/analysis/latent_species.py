@@ -2,10 +2,10 @@
 
 DiffGen turns text into DiffAE latents; whether a generated latent belongs to the prompted species can be told
 before any audio is decoded. `LatentSpeciesClassifier` is fitted on the latents of real training recordings
-(pooled statistics per latent channel: mean, standard deviation and mean absolute frame-to-frame change,
-standardised, on the latent averaged over `POOL_FRAMES` frames) and scores generated latents. It is cheap enough to run inside training
-(`main.callbacks.LatentSpeciesCallback` logs `valid/latent_species_top1`) and is part of every evaluation
-(`python -m main.analysis generate` writes `latent_species.json` next to the clips).
+(pooled statistics per latent channel: mean, standard deviation and mean absolute frame-to-frame change of the
+latent averaged over `POOL_FRAMES` frames, standardised) and scores generated latents. It is cheap enough to run
+inside training (`main.callbacks.LatentSpeciesCallback` logs `valid/latent_species_top1`) and is part of every
+evaluation (`python -m main.analysis generate` writes `latent_species.json` next to the clips).
 """
 
 from __future__ import annotations
