@@ -285,6 +285,8 @@ def write_dataset(overrides: list[str]) -> Path:
 
 def summarize(out: Path, report: Path, stages: dict[str, dict[str, Any]]) -> None:
     """Print the headline figures of the report's metrics and probe files."""
+    from main.analysis.report import timing_text
+
     metrics = json.loads((report.parent / "metrics.json").read_text())["results"]
     for name, result in metrics.items():
         knn = (result.get("knn") or {})
@@ -294,6 +296,9 @@ def summarize(out: Path, report: Path, stages: dict[str, dict[str, Any]]) -> Non
             text += f" [{knn['ci95'][0]:.2f}, {knn['ci95'][1]:.2f}] (N = {knn['n_query']})"
         if latent:
             text += f"; latent top-1 {latent['accuracy']:.3f} [{latent['ci95'][0]:.2f}, {latent['ci95'][1]:.2f}]"
+        timing = (result.get("latent_species") or {}).get("timing")
+        if timing:
+            text += f"; latent timing {timing_text(timing)}"
         print(text)
     for name, s in stages.items():
         print(f"[demo] {name}: {s['steps_done'] if s['steps_done'] is not None else 0} steps in "

@@ -16,6 +16,7 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     report = demo_main(["--fast", "--out", str(tmp_path), "--per-species", "2", "--steps", "4"])
     text = report.read_text()
     assert "kNN top-1" in text and "latent top-1" in text and "generated (CFG 1)" in text
+    assert "latent timing" in text
     assert "Training stages" in text and "Text adherence during training" in text
     assert {"spectrograms.png", "per_species.png", "learning_curve.png"} <= {p.name for p in report.parent.iterdir()}
     clips = sorted((tmp_path / "eval/generated").glob("*.wav"))

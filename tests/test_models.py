@@ -405,3 +405,43 @@ def test_patched_diffgen_round_trips_and_the_sampler_picks_a_length_it_takes(tmp
     assert frames % 4 == 0 and frames * 64 >= 0.3 * 16000
     audio = sampler.sample("Synthia fluvialis", seed=1, sampling_steps=2, decoding_steps=2, latent_length=frames)
     assert audio.shape == (1, 2, frames * 64) and torch.isfinite(audio).all()
+
+
+def test_rotary_positions_make_self_attention_see_distances_only(tmp_path, tiny_diffgen_config):
+    """model.model.rotary_positions: self-attention scores depend on how far apart two positions are (not where
+    they are), cross-attention is untouched, no parameter is added and the setting travels with the export."""
+    from main.attention import SDPAttentionCore, rotate_positions
+    from main.models import load_model
+    from tests.conftest import save_export
+
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 10, 16, generator=generator), torch.randn(1, 2, 10, 16, generator=generator)
+    prefix = torch.randn(1, 2, 3, 16, generator=generator)
+
+    def scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return rotate_positions(q) @ rotate_positions(k).transpose(-1, -2)
+
+    shifted = scores(torch.cat([prefix, q], 2), torch.cat([prefix, k], 2))[..., 3:, 3:]
+    torch.testing.assert_close(shifted, scores(q, k), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(scores(q, k), q @ k.transpose(-1, -2), atol=1e-3)
+    with pytest.raises(ValueError, match="even number"):
+        rotate_positions(torch.randn(1, 1, 4, 5))
+
+    torch.manual_seed(0)
+    plain = build_diffgen(**tiny_diffgen_config)
+    torch.manual_seed(0)
+    rotary = build_diffgen(**{**tiny_diffgen_config, "rotary_positions": True})
+    assert plain.state_dict().keys() == rotary.state_dict().keys()
+    cores = [m for m in rotary.modules() if isinstance(m, SDPAttentionCore)]
+    assert {(m.rotary, m.mask_state is None) for m in cores} == {(True, True), (False, False)}
+    core = next(m for m in cores if m.rotary)
+    q, k, v = (torch.randn(1, 6, 32, generator=generator) for _ in range(3))
+    with torch.no_grad():
+        rotated = core(q, k, v)
+        core.rotary = False
+        assert (rotated - core(q, k, v)).abs().max() > 1e-3
+        core.rotary = True
+    save_export(rotary, tmp_path / "rotary", {"kind": "diffgen", "model": rotary.config, "sample_rate": 16000})
+    loaded, config = load_model(tmp_path / "rotary.safetensors", "diffgen")
+    assert config["model"]["rotary_positions"] is True
+    assert all(m.rotary for m in loaded.modules() if isinstance(m, SDPAttentionCore) and m.mask_state is None)

@@ -196,6 +196,15 @@ def spectrogram_pairs(generated_dir: PathLike, generated: ClipSet, test: ClipSet
     return pairs
 
 
+def timing_text(timing: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """'syllables / gaps' log2 distances of a latent timing result (None without one; '–' where no syllable or
+    gap had neighbours on both sides, stored as null)."""
+    if not timing:
+        return None
+    return " / ".join("–" if v is None or v != v else f"{v:.2f}"
+                      for v in (timing.get("syllable_distance"), timing.get("gap_distance")))
+
+
 def write_report(
     out_dir: PathLike,
     generated: PathLike,
@@ -286,7 +295,8 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
                  f"**{len(test)}** clips ({len(set(test.species))} species)."
                  + (f" kNN reference ({reference.name}): **{len(reference)}** clips." if reference else ""))
     parts.append("")
-    header = ["set", "N clips", f"kNN top-1 (k={k}) [95% CI]", "latent top-1 [95% CI]", "macro AP",
+    header = ["set", "N clips", f"kNN top-1 (k={k}) [95% CI]", "latent top-1 [95% CI]",
+              "latent timing (syllables / gaps)", "macro AP",
               "N species (AP)", "top-1", "top-5", f"detected @ {threshold:g}", "FAD BirdNET", "N clips (set / test)",
               "FAD log-mel", "N frames (set / test)"]
     rows = []
@@ -294,7 +304,10 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
         bird, knn, fad = r.get("birdnet", {}), r.get("knn", {}), r.get("fad", {})
         lm, bn = fad.get("logmel", {}), fad.get("birdnet", {})
         latent = (r.get("latent_species") or {}).get("generated", {})
-        rows.append([name, r["n_clips"], with_interval(knn), with_interval(latent), bird.get("macro_ap"),
+        timing = (r.get("latent_species") or {}).get("timing")
+        timing_cell = timing_text(timing)
+        rows.append([name, r["n_clips"], with_interval(knn), with_interval(latent), timing_cell,
+                     bird.get("macro_ap"),
                      bird.get("n_species_ap"), bird.get("top1"), bird.get("top5"), bird.get("detection_rate"),
                      bn.get("fad"), f"{bn['n_a']} / {bn['n_b']}" if bn else None, lm.get("fad"),
                      f"{lm['n_a']} / {lm['n_b']}" if lm else None])
@@ -304,7 +317,12 @@ def _markdown(results: Mapping[str, Mapping[str, Any]], gen: ClipSet, test: Clip
         parts += ["Latent top-1: the generated DiffGen latents, before decoding, classified by a linear probe on "
                   "pooled latent statistics fitted on real training recordings' DiffAE latents (text adherence "
                   "where the text acts). The same probe on the real recordings the prompts came from: "
-                  + "; ".join(f"{name}: {with_interval(p.get('real', {}))}" for name, p in probes) + ".", ""]
+                  + "; ".join(f"{name}: {with_interval(p.get('real', {}))}" for name, p in probes) + ". Latent "
+                  "timing: how far the durations of the generated latents' syllables and gaps are from the real "
+                  "training recordings' (log2 Wasserstein distance, mean over species: 0 = the same, 1 = off by a "
+                  "factor of 2 on average; main/analysis/latent_timing.py), which the probe does not see; the "
+                  "real recordings the prompts came from: "
+                  + "; ".join(f"{name}: {timing_text(p.get('timing_real'))}" for name, p in probes) + ".", ""]
     parts.append("BirdNET metrics compare each clip with the species it was prompted with (real clips: recorded "
                  "as); only species BirdNET knows count. kNN: a k-nearest-neighbour classifier on BirdNET "
                  "embeddings fitted on the reference clips. FAD: Fréchet distance to the real test clips "

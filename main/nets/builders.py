@@ -54,7 +54,8 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding, masked SDPA cross-attention and, with
-    `text_modulation`, the pooled text in every block's modulation features."""
+    `text_modulation`, the pooled text in every block's modulation features; `rotary_positions` gives its
+    self-attention rotary position embeddings."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
     if not c["data_scale"] > 0:
@@ -80,7 +81,7 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
         use_text_conditioning=False,
         use_embedding_cfg=True,
     )
-    mask_state = enable_masked_attention(model, num_heads=c["attention_heads"])
+    mask_state = enable_masked_attention(model, num_heads=c["attention_heads"], rotary=c["rotary_positions"])
     if isinstance(model.net, PooledTextModulation):
         model.net.mask_state = mask_state
     model.config = c
