@@ -65,7 +65,8 @@ def test_compare_timing_finds_stretched_syllables_and_ignores_jitter():
     assert alpha["syllable_s"]["real"][1] == pytest.approx(0.08, abs=0.009)
     assert alpha["gap_s"]["real"][1] == pytest.approx(0.048, abs=0.009)
     assert alpha["syllable_distance"] < 0.1 and alpha["gap_distance"] < 0.2
-    assert beta["syllable_distance"] == pytest.approx(1.0, abs=0.1) and beta["gap_distance"] == pytest.approx(1.0, abs=0.15)
+    assert beta["syllable_distance"] == pytest.approx(1.0, abs=0.1)
+    assert beta["gap_distance"] == pytest.approx(1.0, abs=0.15)
     assert beta["syllable_s"]["generated"][1] == pytest.approx(0.16, abs=0.009)  # within one 8-ms block
     assert result["syllable_distance"] == pytest.approx((alpha["syllable_distance"] + beta["syllable_distance"]) / 2)
     with pytest.raises(ValueError, match="one species name per latent"):
