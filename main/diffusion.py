@@ -136,11 +136,18 @@ def _step_weights(sigma: Tensor, sigma_next: Tensor) -> tuple[float, float, floa
     return alpha, beta, alpha_next, beta_next
 
 
+def row_noise(generators: Sequence[Optional[torch.Generator]], shape: Sequence[int],
+              device: torch.device | str = "cpu", dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Standard normal noise [len(generators), *shape], row i drawn from `generators[i]`: a clip's noise does not
+    depend on the batch it is drawn in."""
+    return torch.stack([torch.randn(tuple(shape), device=device, dtype=dtype, generator=g) for g in generators])
+
+
 def _row_noise(x: Tensor, generators: Optional[Sequence[Optional[torch.Generator]]]) -> Tensor:
     """Standard normal noise shaped like `x`, row i drawn from `generators[i]` (global RNG when None)."""
     if generators is None:
         return torch.randn_like(x)
-    return torch.stack([torch.randn(x.shape[1:], device=x.device, dtype=x.dtype, generator=g) for g in generators])
+    return row_noise(generators, x.shape[1:], x.device, x.dtype)
 
 
 class _AncestralStep:

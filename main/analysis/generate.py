@@ -55,19 +55,15 @@ def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str
     return model, info
 
 
-def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> Tensor:
-    """One noise tensor per generator, stacked [len(generators), *shape]."""
-    return torch.stack([torch.randn(shape, device=device, generator=g) for g in generators])
-
-
 @torch.no_grad()
 def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torch.Generator], num_steps: int,
                           sampler: str = "ddim") -> Tensor:
     """`decode_latent` with each clip's decoding noise drawn from its own generator."""
+    from main.diffusion import row_noise
     from main.inference.decoding import decode_latent
 
     length = latent.shape[2] * diffae.latent_factor
-    noise = _noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
+    noise = row_noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
     return decode_latent(diffae, latent, num_steps, sampler, noise=noise, generators=generators)
 
 
@@ -234,9 +230,10 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
     diffae = diffae.eval().to(device)
     reference_rows = select_rows(read_manifest(manifest, reference_split), None, reference_per_species, 0)
     reference = encode_recordings(diffae, [r["path"] for r in reference_rows], sample_rate, seconds, device)
+    reference_species = [str(r["sci_name"]) for r in reference_rows]
     frames = min(x.shape[-1] for x in reference)
-    classifier = LatentSpeciesClassifier.fit(torch.stack([x[..., :frames] for x in reference]),
-                                             [str(r["sci_name"]) for r in reference_rows], method)
+    classifier = LatentSpeciesClassifier.fit(torch.stack([x[..., :frames] for x in reference]), reference_species,
+                                             method)
     rows = read_clip_rows(folder)
     generated = torch.stack([torch.from_numpy(np.load(latent_path(folder, r["file"])))[..., :frames] for r in rows])
     result = {"generated": classifier.evaluate(generated, [r["sci_name"] for r in rows]),
@@ -245,9 +242,9 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
               "cfg_scale": settings.get("cfg_scale")}
     multiple = diffae_length_multiple(diffae)
     background = background_latent(diffae, math.ceil(sample_rate / multiple) * multiple, device)
+    frame_rate = sample_rate / float(diffae.latent_factor)
     result["timing"] = compare_timing(list(generated), [str(r["sci_name"]) for r in rows], reference,
-                                      [str(r["sci_name"]) for r in reference_rows], background,
-                                      sample_rate / float(diffae.latent_factor))
+                                      reference_species, background, frame_rate)
     by_file = {str(r["file"]): r for r in read_manifest(manifest)}
     sources = list(dict.fromkeys(r["source"] for r in rows))
     if sources and all(s in by_file for s in sources):
@@ -256,9 +253,8 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
         real_species = [str(by_file[s]["sci_name"]) for s in sources]
         result["real"] = classifier.evaluate(torch.stack([x[..., :real_frames] for x in real]), real_species)
         # the floor of the timing distance: the prompts' own recordings against the reference recordings
-        result["timing_real"] = compare_timing(real, real_species, reference,
-                                               [str(r["sci_name"]) for r in reference_rows], background,
-                                               sample_rate / float(diffae.latent_factor))
+        result["timing_real"] = compare_timing(real, real_species, reference, reference_species, background,
+                                               frame_rate)
     write_json(folder / LATENT_SPECIES_FILE, result)
     return result
 

@@ -15,7 +15,7 @@ only runs with a neighbour on both sides count (a clip's first and last run are 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -141,8 +141,3 @@ def compare_timing(generated: Sequence[Tensor], generated_species: Sequence[str]
             "threshold": threshold, "pool_frames": pool_frames, "min_blocks": min_blocks, "frame_rate": frame_rate,
             "per_species": per_species}
 
-
-def timing_summary(result: Mapping[str, Any]) -> str:
-    """One line: the mean log2 distances of syllable and gap durations."""
-    return (f"latent timing: syllable durations off by 2^{result['syllable_distance']:.2f}, gaps by "
-            f"2^{result['gap_distance']:.2f} (log2 Wasserstein, mean over species; 0 = the real recordings')")

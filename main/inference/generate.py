@@ -7,6 +7,7 @@ from typing import Any, Optional, Protocol, Sequence, Union
 import torch
 from torch import Tensor
 
+from main.diffusion import row_noise
 from main.inference.decoding import decode_latent, decoding_noise
 from main.inference.guidance import generate_latent
 
@@ -58,8 +59,7 @@ def generate_audio(
     for start in range(0, len(texts), batch_size):
         chunk, chunk_generators = texts[start:start + batch_size], generators[start:start + batch_size]
         embedding, mask = model.text_encoder(list(chunk))
-        noise = torch.cat([torch.randn((1, model.latent_channels, latent_length), device=model.device, generator=g)
-                           for g in chunk_generators])
+        noise = row_noise(chunk_generators, (model.latent_channels, latent_length), model.device)
         latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
                                  show_progress, generators=chunk_generators)
         noise = torch.cat([decoding_noise(model.diffae, latent[i:i + 1], g) for i, g in enumerate(chunk_generators)])
