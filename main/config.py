@@ -133,7 +133,7 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"model.model.patch_size must be an integer >= 1, got {g['patch_size']!r}")
         if not isinstance(g["data_scale"], (int, float)) or not g["data_scale"] > 0:
             raise ConfigError(f"model.model.data_scale must be a number > 0, got {g['data_scale']!r}")
-        for key in ("text_modulation", "rotary_positions"):
+        for key in ("text_modulation", "rotary_positions", "self_condition"):
             if not isinstance(g[key], bool):
                 raise ConfigError(f"model.model.{key} must be true or false, got {g[key]!r}")
         multiple = diffgen_length_multiple(g)

@@ -25,9 +25,11 @@ from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffu
 from main.diffusion import sigma_distribution as sigma_distribution_fn
 from main.hub import hub_weights
 from main.inference.decoding import decode_latent, diffae_data_scale
-from main.inference.guidance import diffgen_data_scale, diffgen_velocity, generate_latent, unconditional_inputs
+from main.inference.guidance import (diffgen_data_scale, diffgen_velocity, generate_latent, is_self_conditioned,
+                                    unconditional_inputs)
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
+from main.nets.self_condition import self_conditioned_training_fn
 from main.nets.pretrained import get_pretrained_diffae_from_huggingface
 from main.nets.weights import get_default_diffae, load_model_state, model_state_dict
 from main.text import FrozenTextEncoder
@@ -332,14 +334,23 @@ def text_conditional_loss(
     sigmas_fn: Optional[SigmasFn] = None,
 ) -> Tensor:
     """DiffGen's loss on DiffAE latents (diffused times the model's `data_scale`, as `generate_latent` divides by
-    it): each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`."""
+    it): each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`; a self-conditioned
+    model sees its own gradient-free clean estimate for half the items."""
     if cfg_mask_proba > 0:
         drop = torch.rand(latent.shape[0], device=latent.device) < cfg_mask_proba
         uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
         embedding = torch.where(drop[:, None, None], uncond_embedding.to(embedding.dtype), embedding)
         mask = torch.where(drop[:, None], uncond_mask, mask)
-    return v_diffusion_loss(lambda x, s: diffgen_velocity(model, x, s, embedding, mask),
-                            latent * diffgen_data_scale(model), sigmas_fn)
+    if is_self_conditioned(model):
+        def velocity(x: Tensor, s: Tensor, estimate: Optional[Tensor], rows: Optional[Tensor]) -> Tensor:
+            if rows is None:
+                return diffgen_velocity(model, x, s, embedding, mask, estimate)
+            return diffgen_velocity(model, x, s, embedding[rows], mask[rows], estimate)
+
+        velocity_fn = self_conditioned_training_fn(velocity)
+    else:
+        velocity_fn = lambda x, s: diffgen_velocity(model, x, s, embedding, mask)  # noqa: E731
+    return v_diffusion_loss(velocity_fn, latent * diffgen_data_scale(model), sigmas_fn)
 
 
 _ATTEND_NEEDS_TEXT = (

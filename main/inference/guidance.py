@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from main.attention import embedding_mask
 from main.diffusion import sample as run_sampler
+from main.nets.self_condition import SelfConditionedSampling
 
 
 def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
@@ -21,14 +22,26 @@ def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
 
 
 def diffgen_velocity(
-    diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor]
+    diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor],
+    self_condition: Optional[Tensor] = None,
 ) -> Tensor:
     """DiffGen's velocity prediction; the text padding is masked out of cross-attention unless the model was
-    trained attending to it (`text_padding: attend`)."""
+    trained attending to it (`text_padding: attend`). A self-conditioned DiffGen also takes its previous clean
+    estimate (`self_condition`; None: zeros)."""
     if text_padding_mode(diffgen) == "attend":
         mask = None
+    kwargs = {}
+    if is_self_conditioned(diffgen):
+        kwargs["self_condition"] = self_condition
+    elif self_condition is not None:
+        raise ValueError("a self_condition estimate was given to a DiffGen built without model.self_condition")
     with embedding_mask(diffgen, mask):
-        return diffgen.net(x, sigmas, embedding=embedding)
+        return diffgen.net(x, sigmas, embedding=embedding, **kwargs)
+
+
+def is_self_conditioned(diffgen: nn.Module) -> bool:
+    """Whether `diffgen` was built with `self_condition: true` (its U-Net also sees its previous estimate)."""
+    return bool(getattr(diffgen, "config", {}).get("self_condition", False))
 
 
 def text_padding_mode(diffgen: nn.Module) -> str:
@@ -45,19 +58,28 @@ def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) 
 
 def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
                        scale: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward."""
+    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward.
+
+    A self-conditioned DiffGen gets a fresh stateful function (call this once per generation): both branches see
+    the previous step's guided clean estimate."""
     if scale == 1.0:
-        return lambda x, sigmas: diffgen_velocity(diffgen, x, sigmas, embedding, mask)
-    uncond_embedding, uncond_mask = unconditional_inputs(diffgen, embedding.shape[0], embedding.shape[1])
-    both_embedding = torch.cat([embedding, uncond_embedding.to(embedding.dtype)])
-    both_mask = torch.cat([mask, uncond_mask])
+        def velocity(x: Tensor, sigmas: Tensor, estimate: Optional[Tensor] = None) -> Tensor:
+            return diffgen_velocity(diffgen, x, sigmas, embedding, mask, estimate)
+    else:
+        uncond_embedding, uncond_mask = unconditional_inputs(diffgen, embedding.shape[0], embedding.shape[1])
+        both_embedding = torch.cat([embedding, uncond_embedding.to(embedding.dtype)])
+        both_mask = torch.cat([mask, uncond_mask])
 
-    def velocity(x: Tensor, sigmas: Tensor) -> Tensor:
-        v = diffgen_velocity(diffgen, torch.cat([x, x]), torch.cat([sigmas, sigmas]), both_embedding, both_mask)
-        v_cond, v_uncond = v.chunk(2)
-        return v_uncond + (v_cond - v_uncond) * scale
+        def velocity(x: Tensor, sigmas: Tensor, estimate: Optional[Tensor] = None) -> Tensor:
+            both_estimate = None if estimate is None else torch.cat([estimate, estimate])
+            v = diffgen_velocity(diffgen, torch.cat([x, x]), torch.cat([sigmas, sigmas]), both_embedding,
+                                 both_mask, both_estimate)
+            v_cond, v_uncond = v.chunk(2)
+            return v_uncond + (v_cond - v_uncond) * scale
 
-    return velocity
+    if is_self_conditioned(diffgen):
+        return SelfConditionedSampling(velocity)
+    return lambda x, sigmas: velocity(x, sigmas)
 
 
 def generate_latent(

@@ -12,6 +12,7 @@ from main.attention import enable_masked_attention
 from main.nets import defaults
 from main.nets.fourier import init_lt_fourier_
 from main.nets.patching import FramePatchedNet
+from main.nets.self_condition import SelfConditionedNet
 from main.nets.text_modulation import PooledTextModulation
 from main.text import check_text_padding
 
@@ -55,13 +56,15 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
 def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding, masked SDPA cross-attention and, with
     `text_modulation`, the pooled text in every block's modulation features; `rotary_positions` gives its
-    self-attention rotary position embeddings."""
+    self-attention rotary position embeddings, `self_condition` its input the previous clean estimate."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
     if not c["data_scale"] > 0:
         raise ValueError(f"model.model.data_scale must be > 0, got {c['data_scale']!r}")
     patch_size = int(c["patch_size"])
     net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
+    if c["self_condition"]:
+        net_t = partial(SelfConditionedNet, net_t)
     if c["text_modulation"]:
         net_t = partial(PooledTextModulation, net_t)
     model = DiffusionModel(
