@@ -62,6 +62,12 @@ def _expand(values: Tensor, ndim: int) -> Tensor:
     return values.view(*values.shape, *([1] * (ndim - values.ndim)))
 
 
+def clean_estimate(x_noisy: Tensor, sigmas: Tensor, velocity: Tensor) -> Tensor:
+    """The clean sample implied by a v-prediction at noise levels `sigmas` [batch]: alpha * x - beta * v."""
+    alphas, betas = alpha_beta(_expand(sigmas, x_noisy.ndim))
+    return alphas * x_noisy - betas * velocity
+
+
 def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor,
                      sigmas_fn: Optional[SigmasFn] = None) -> Tensor:
     """MSE between predicted and true velocity at drawn noise levels (uniform by default: same RNG order as ADP)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from main.diffusion import alpha_beta
+from main.diffusion import alpha_beta, clean_estimate
 from main.inference.guidance import diffgen_velocity, generate_latent, is_self_conditioned
 from main.modules import text_conditional_loss
 from main.nets.builders import build_diffgen
-from main.nets.self_condition import SelfConditionedNet, clean_estimate, self_conditioned_training_fn
+from main.nets.self_condition import SelfConditionedNet, self_conditioned_training_fn
 
 
 def _estimates_seen(model: torch.nn.Module) -> list:

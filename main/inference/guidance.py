@@ -77,9 +77,7 @@ def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
             v_cond, v_uncond = v.chunk(2)
             return v_uncond + (v_cond - v_uncond) * scale
 
-    if is_self_conditioned(diffgen):
-        return SelfConditionedSampling(velocity)
-    return lambda x, sigmas: velocity(x, sigmas)
+    return SelfConditionedSampling(velocity) if is_self_conditioned(diffgen) else velocity
 
 
 def generate_latent(

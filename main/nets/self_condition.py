@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from main.diffusion import alpha_beta
+from main.diffusion import clean_estimate
 
 # (x_noisy, sigmas, estimate or None, rows or None) -> velocity; `rows` selects the batch rows to compute
 VelocityWithEstimate = Callable[[Tensor, Tensor, Optional[Tensor], Optional[Tensor]], Tensor]
@@ -33,12 +33,6 @@ class SelfConditionedNet(nn.Module):
         return self.net(torch.cat([x, estimate], dim=1), *args, **kwargs)
 
 
-def clean_estimate(x_noisy: Tensor, sigmas: Tensor, velocity: Tensor) -> Tensor:
-    """The clean sample implied by a v-prediction at noise levels `sigmas` [batch]: alpha * x - beta * v."""
-    alphas, betas = alpha_beta(sigmas.view(-1, *([1] * (x_noisy.ndim - 1))))
-    return alphas * x_noisy - betas * velocity
-
-
 def self_conditioned_training_fn(velocity: VelocityWithEstimate, proba: float = 0.5):
     """A `velocity_fn(x_noisy, sigmas)` for `v_diffusion_loss`: for a random `proba` of the rows a first pass
     without gradients estimates the clean sample, which the trained pass then sees (the others see zeros)."""
@@ -49,9 +43,10 @@ def self_conditioned_training_fn(velocity: VelocityWithEstimate, proba: float = 
         rows = torch.rand(x_noisy.shape[0], device=x_noisy.device) < proba
         estimate = torch.zeros_like(x_noisy)
         if bool(rows.any()):
+            picked, picked_sigmas = x_noisy[rows], sigmas[rows]
             with torch.no_grad():
-                first = velocity(x_noisy[rows], sigmas[rows], None, rows)
-                estimate[rows] = clean_estimate(x_noisy[rows], sigmas[rows], first).detach()
+                first = velocity(picked, picked_sigmas, None, rows)
+                estimate[rows] = clean_estimate(picked, picked_sigmas, first)
         return velocity(x_noisy, sigmas, estimate, None)
 
     return velocity_fn
