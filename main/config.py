@@ -116,6 +116,8 @@ def validate_config(cfg: DictConfig) -> None:
         init = cfg.model.get("init_from")
         if init not in (None, "pretrained") and not Path(str(init)).expanduser().is_dir():
             _require_file(init, "model.init_from", "DiffAE weights file (or a folder in the hub's layout)")
+        if not isinstance(cfg.model.get("freeze_encoder", False), bool):
+            raise ConfigError(f"model.freeze_encoder must be true or false, got {cfg.model.freeze_encoder!r}")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

@@ -27,6 +27,7 @@ from main.hub import hub_weights
 from main.inference.decoding import decode_latent, diffae_data_scale
 from main.inference.guidance import (diffgen_data_scale, diffgen_velocity, generate_latent, is_self_conditioned,
                                     unconditional_inputs)
+from main.nets.bottleneck import latent_saturation
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 from main.nets.self_condition import self_conditioned_training_fn
@@ -296,15 +297,19 @@ class DMAE(EMADiffusionModule):
         model: Optional[Mapping[str, Any]] = None,
         sample_rate: int = 32000,
         init_from: Optional[str] = None,
+        freeze_encoder: bool = False,
         **training: Any,
     ):
-        hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from}
+        hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
+                   "freeze_encoder": freeze_encoder}
         super().__init__(hparams, **training)
         self.model = self.build_model()
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
             load_model_state(self.model, hub_weights(init_from, prefix="model."))
         elif init_from:
             load_model_state(self.model, model_state_dict(_load_diffae(init_from)))
+        if freeze_encoder:  # the latent space stays the one a DiffGen was trained on; only the decoder learns
+            self.model.encoder.requires_grad_(False)
         self._init_ema()
 
     def build_model(self) -> nn.Module:
@@ -315,9 +320,22 @@ class DMAE(EMADiffusionModule):
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
-        channels = [None] * model.inject_depth + [model.encode(audio)]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
+            latent = model.encode(audio)
+        channels = [None] * model.inject_depth + [latent]
         return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
                                 self.loss_sigmas(training))
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
+        """The EMA model's loss, and how much of its latent sits at the bottleneck's bounds (a saturated tanh
+        passes the decoder a binary code and the encoder no gradient: main.nets.bottleneck)."""
+        loss = super().validation_step(batch, batch_idx)
+        if loss is not None:
+            saturation = latent_saturation(self.ema_model, self.ema_model.encode(batch["audio"]))
+            if saturation is not None:
+                self.log("valid/latent_saturation", saturation, on_epoch=True, batch_size=int(batch["audio"].shape[0]),
+                         sync_dist=True)
+        return loss
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

@@ -91,6 +91,7 @@ def test_seed_experiments_instantiate_seed_models(tmp_path, local_t5):
         (["model.lr=abc"], "model.lr"),
         (["datamodule.batch_size=2.5"], "datamodule.batch_size"),
         (["model.betas=[0.9]"], "model.betas"),
+        (["model.freeze_encoder=yes"], "model.freeze_encoder"),
     ],
 )
 def test_config_mistakes_fail_at_startup_naming_the_key(overrides, key, tmp_path):

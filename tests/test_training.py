@@ -165,6 +165,27 @@ def test_diffgen_frozen_parts_and_optimizer(tmp_path, tiny_diffgen_config, tiny_
         torch.testing.assert_close(value, module.ema_model.state_dict()[key], rtol=0, atol=0)
 
 
+def test_dmae_freeze_encoder_trains_only_the_decoder(tmp_path, tiny_diffae_config):
+    """`freeze_encoder`: the encoder (the latent space a DiffGen was trained on) is bit-identical after training, in
+    the online model, the EMA model and the export; the decoder learns; the optimizer holds only the decoder."""
+    pl.seed_everything(0)
+    module = make_dmae(tiny_diffae_config, freeze_encoder=True)
+    encoder_before = {k: v.clone() for k, v in module.model.encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in module.model.net.state_dict().items()}
+    trainer = make_trainer(tmp_path, 4, every=4)
+    trainer.fit(module, shuffled_loader())
+    optimizer_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimizer_params == {id(p) for p in module.model.net.parameters()}
+    weights, _ = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "diffae")
+    exported = get_default_diffae(weights)
+    for model in (module.model, module.ema_model, exported):
+        for key, value in model.encoder.state_dict().items():
+            torch.testing.assert_close(value, encoder_before[key], rtol=0, atol=0)
+    changed = [k for k, v in module.ema_model.net.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, decoder_before[k])]
+    assert len(changed) > len(decoder_before) // 2
+
+
 def test_validation_loss_is_deterministic(tiny_diffae_config):
     module = make_dmae(tiny_diffae_config)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
