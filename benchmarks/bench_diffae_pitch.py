@@ -13,12 +13,12 @@ others; reconstruction error = median |cents| between the original's and the rec
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 import torch
 
 from main.data.synthetic.songs import SPECIES, synthesize_recording
+from main.diffusion import add_noise, sample
 from main.inference.decoding import decode_latent, diffae_data_scale
 from main.models import load_model
 from main.nets.bottleneck import latent_saturation, pre_bottleneck
@@ -70,17 +70,11 @@ def cents_error(originals: np.ndarray, decoded: np.ndarray) -> float:
 
 @torch.no_grad()
 def decode_from_noised(diffae, audio: torch.Tensor, t0: float, steps: int = 20) -> np.ndarray:
-    """DDIM (v-objective) from the real audio noised to level t0 (t0 = 1: pure noise)."""
+    """DDIM from the real audio noised to level t0 (t0 = 1: pure noise)."""
     scale = diffae_data_scale(diffae)
     channels = [None] * diffae.inject_depth + [diffae.encode(audio)]
-    noise = torch.randn(audio.shape, generator=torch.Generator().manual_seed(0))
-    x = math.cos(t0 * math.pi / 2) * audio * scale + math.sin(t0 * math.pi / 2) * noise
-    times = np.linspace(t0, 0, steps + 1)
-    for t, t_next in zip(times[:-1], times[1:]):
-        alpha, beta = math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)
-        v = diffae.net(x, torch.full((len(x),), float(t)), channels=channels)
-        x0, eps = alpha * x - beta * v, beta * x + alpha * v
-        x = math.cos(t_next * math.pi / 2) * x0 + math.sin(t_next * math.pi / 2) * eps
+    start = add_noise(audio * scale, t0, torch.Generator().manual_seed(0))
+    x = sample(lambda x, s: diffae.net(x, s, channels=channels), start, steps, "ddim", sigma_start=t0)
     return (x / scale).numpy()
 
 

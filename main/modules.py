@@ -320,9 +320,7 @@ class DMAE(EMADiffusionModule):
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_encoder):
-            latent = model.encode(audio)
-        channels = [None] * model.inject_depth + [latent]
+        channels = [None] * model.inject_depth + [model.encode(audio)]
         return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
                                 self.loss_sigmas(training))
 
