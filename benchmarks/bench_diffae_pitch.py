@@ -13,10 +13,13 @@ others; reconstruction error = median |cents| between the original's and the rec
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 from main.data.synthetic.songs import SPECIES, synthesize_recording
 from main.diffusion import add_noise, sample
 from main.inference.decoding import decode_latent, diffae_data_scale

@@ -118,6 +118,12 @@ def validate_config(cfg: DictConfig) -> None:
             _require_file(init, "model.init_from", "DiffAE weights file (or a folder in the hub's layout)")
         if not isinstance(cfg.model.get("freeze_encoder", False), bool):
             raise ConfigError(f"model.freeze_encoder must be true or false, got {cfg.model.freeze_encoder!r}")
+        for key in ("bottleneck_penalty", "bottleneck_limit"):
+            value = cfg.model.get(key, 0.0 if key == "bottleneck_penalty" else 1.5)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    key == "bottleneck_limit" and value == 0):
+                raise ConfigError(f"model.{key} must be a number {'>= 0' if key == 'bottleneck_penalty' else '> 0'}, "
+                                  f"got {value!r}")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

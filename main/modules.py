@@ -27,7 +27,7 @@ from main.hub import hub_weights
 from main.inference.decoding import decode_latent, diffae_data_scale
 from main.inference.guidance import (diffgen_data_scale, diffgen_velocity, generate_latent, is_self_conditioned,
                                     unconditional_inputs)
-from main.nets.bottleneck import latent_saturation
+from main.nets.bottleneck import bottleneck_excess, latent_saturation
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 from main.nets.self_condition import self_conditioned_training_fn
@@ -298,10 +298,13 @@ class DMAE(EMADiffusionModule):
         sample_rate: int = 32000,
         init_from: Optional[str] = None,
         freeze_encoder: bool = False,
+        bottleneck_penalty: float = 0.0,
+        bottleneck_limit: float = 1.5,
         **training: Any,
     ):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
-                   "freeze_encoder": freeze_encoder}
+                   "freeze_encoder": freeze_encoder, "bottleneck_penalty": bottleneck_penalty,
+                   "bottleneck_limit": bottleneck_limit}
         super().__init__(hparams, **training)
         self.model = self.build_model()
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
@@ -320,9 +323,22 @@ class DMAE(EMADiffusionModule):
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
-        channels = [None] * model.inject_depth + [model.encode(audio)]
-        return v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
+        penalty = self.hparams.get("bottleneck_penalty", 0.0)
+        penalize = training and bool(penalty) and not self.hparams.get("freeze_encoder", False)
+        if penalize:
+            latent, info = model.encoder(audio, with_info=True)
+        else:
+            latent = model.encode(audio)
+        channels = [None] * model.inject_depth + [latent]
+        loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
                                 self.loss_sigmas(training))
+        if penalize:
+            # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
+            # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).
+            excess = bottleneck_excess(info["xs"][-1], self.hparams.get("bottleneck_limit", 1.5))
+            self.log("train/bottleneck_excess", excess, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
+            loss = loss + penalty * excess
+        return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
         """The EMA model's loss, and how much of its latent sits at the bottleneck's bounds (a saturated tanh

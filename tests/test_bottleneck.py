@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from main.modules import DMAE
-from main.nets.bottleneck import latent_saturation, pre_bottleneck, rescale_pre_bottleneck_
+from main.nets.bottleneck import bottleneck_excess, latent_saturation, pre_bottleneck, rescale_pre_bottleneck_
 from main.nets.builders import build_diffae
 from tests.conftest import ToneDataset, collate
 
@@ -62,3 +62,42 @@ def test_dmae_validation_logs_the_latent_saturation(tiny_diffae_config):
     rescale_pre_bottleneck_(module.ema_model, tones(), target_std=0.5)
     rescaled = trainer.validate(module, loader, verbose=False)[0]["valid/latent_saturation"]
     assert saturated > 0.9 and rescaled < 0.5, (saturated, rescaled)
+
+
+def test_bottleneck_excess_is_zero_inside_the_limit():
+    values = torch.tensor([-3.0, -1.5, -1.0, 0.0, 1.0, 1.5, 2.0, 4.5])
+    assert float(bottleneck_excess(values, 1.5)) == (1.5 ** 2 + 0.5 ** 2 + 3.0 ** 2) / 8
+    assert float(bottleneck_excess(values.clamp(-1.5, 1.5), 1.5)) == 0.0
+
+
+def encoder_grad(module: DMAE, audio: torch.Tensor) -> torch.Tensor:
+    """The training loss's gradient on the encoder's output layer."""
+    module.zero_grad()
+    torch.manual_seed(0)
+    module.diffusion_loss(module.model, {"audio": audio}, training=True).backward()
+    return module.model.encoder.to_out.weight.grad.clone()
+
+
+def test_bottleneck_penalty_pulls_a_saturated_encoder_back(tiny_diffae_config):
+    """A saturated tanh passes the encoder no gradient, so plain training leaves it binary for good; with
+    `bottleneck_penalty` the gradient points the encoder's output back inside the limit, and a few SGD steps on it
+    bring the latent out of saturation."""
+    audio = tones(1)[0]
+    pl.seed_everything(0)
+    plain = DMAE(model=tiny_diffae_config, sample_rate=16000)
+    saturate_(plain.model)
+    assert encoder_grad(plain, audio).abs().max() < 1e-6  # dead: no way out by training
+
+    pl.seed_everything(0)
+    module = DMAE(model=tiny_diffae_config, sample_rate=16000, bottleneck_penalty=1.0, bottleneck_limit=1.5)
+    module.log = lambda *args, **kwargs: None  # outside a Trainer
+    saturate_(module.model, factor=20.0)
+    saturation, excess = (latent_saturation(module.model, module.model.encode(audio)),
+                          float(bottleneck_excess(pre_bottleneck(module.model, audio), 1.5)))
+    assert saturation > 0.7
+    optimizer = torch.optim.Adam(module.model.encoder.parameters(), lr=1e-2)
+    for _ in range(20):
+        assert encoder_grad(module, audio).abs().max() > 1e-3
+        optimizer.step()
+    assert float(bottleneck_excess(pre_bottleneck(module.model, audio), 1.5)) < 0.5 * excess
+    assert latent_saturation(module.model, module.model.encode(audio)) < saturation - 0.1

@@ -28,6 +28,12 @@ def latent_saturation(diffae: nn.Module, latent: Tensor) -> Optional[float]:
     return float(((latent <= low + margin) | (latent >= high - margin)).float().mean())
 
 
+def bottleneck_excess(pre_bottleneck_values: Tensor, limit: float) -> Tensor:
+    """Mean squared excess of the bottleneck's input over +-`limit` (0 where |x| <= limit): a penalty that keeps a
+    tanh out of saturation (tanh(1.5) = 0.905) while leaving the code free inside the limit."""
+    return (pre_bottleneck_values.abs() - limit).clamp(min=0).square().mean()
+
+
 @torch.no_grad()
 def pre_bottleneck(diffae: nn.Module, audio: Tensor) -> Tensor:
     """The encoder's output before its bottleneck(s) [batch, latent channels, frames]."""
