@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from main.config import register_resolvers
 from main.demo import PRETRAINED_DIFFAE
 from main.models import decode_latent, load_model
+from main.nets.bottleneck import latent_saturation
 from tests.conftest import ROOT
 
 
@@ -65,6 +66,8 @@ def test_pretrained_demo_diffae_reconstructs_held_out_recordings(pretrained):
         latent = model.encode(torch.from_numpy(audio))
         noise = torch.randn((len(species), 2, audio.shape[-1]), generator=generator)
         recon = decode_latent(model, latent, 25, "dpmpp-2m", noise=noise).numpy()
+    # trained with model.bottleneck_penalty: the latent is analogue, not the binary code of a saturated tanh
+    assert latent_saturation(model, latent) < 0.05
     originals = [band_profile(a, sample_rate) for a in audio]
     for i, r in enumerate(recon):
         similarity = [float(band_profile(r, sample_rate) @ o) for o in originals]
