@@ -71,6 +71,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "model.ema_power": float, "model.ema_update_every": int, "model.ema_update_after_step": int,
     "model.lr_warmup_steps": int, "model.lr_min_ratio": float, "model.cfg_mask_proba": float,
     "model.preview_steps": int, "model.sample_rate": int, "model.sigma_mean": float, "model.sigma_std": float,
+    "model.bottleneck_penalty": float, "model.bottleneck_limit": float,
     "datamodule.batch_size": int, "datamodule.num_workers": int, "datamodule.crop_length": int,
     "datamodule.sample_rate": int, "seed": int,
 }
@@ -118,12 +119,10 @@ def validate_config(cfg: DictConfig) -> None:
             _require_file(init, "model.init_from", "DiffAE weights file (or a folder in the hub's layout)")
         if not isinstance(cfg.model.get("freeze_encoder", False), bool):
             raise ConfigError(f"model.freeze_encoder must be true or false, got {cfg.model.freeze_encoder!r}")
-        for key in ("bottleneck_penalty", "bottleneck_limit"):
-            value = cfg.model.get(key, 0.0 if key == "bottleneck_penalty" else 1.5)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    key == "bottleneck_limit" and value == 0):
-                raise ConfigError(f"model.{key} must be a number {'>= 0' if key == 'bottleneck_penalty' else '> 0'}, "
-                                  f"got {value!r}")
+        if cfg.model.get("bottleneck_penalty", 0.0) < 0:  # types: NUMERIC_KEYS
+            raise ConfigError(f"model.bottleneck_penalty must be >= 0, got {cfg.model.bottleneck_penalty!r}")
+        if not cfg.model.get("bottleneck_limit", 1.5) > 0:
+            raise ConfigError(f"model.bottleneck_limit must be > 0, got {cfg.model.bottleneck_limit!r}")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

@@ -27,7 +27,7 @@ from main.hub import hub_weights
 from main.inference.decoding import decode_latent, diffae_data_scale
 from main.inference.guidance import (diffgen_data_scale, diffgen_velocity, generate_latent, is_self_conditioned,
                                     unconditional_inputs)
-from main.nets.bottleneck import bottleneck_excess, latent_saturation
+from main.nets.bottleneck import bottleneck_excess, encode_with_pre_bottleneck, latent_saturation
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 from main.nets.self_condition import self_conditioned_training_fn
@@ -323,21 +323,16 @@ class DMAE(EMADiffusionModule):
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
         `DiffusionAE.forward`, with the configured training noise levels)."""
         audio = batch["audio"]
-        penalty = self.hparams.get("bottleneck_penalty", 0.0)
-        penalize = training and bool(penalty) and not self.hparams.get("freeze_encoder", False)
-        if penalize:
-            latent, info = model.encoder(audio, with_info=True)
-        else:
-            latent = model.encode(audio)
+        latent, pre = encode_with_pre_bottleneck(model, audio)
         channels = [None] * model.inject_depth + [latent]
         loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
                                 self.loss_sigmas(training))
-        if penalize:
+        if training and self.hparams.bottleneck_penalty and not self.hparams.freeze_encoder:
             # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
             # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).
-            excess = bottleneck_excess(info["xs"][-1], self.hparams.get("bottleneck_limit", 1.5))
+            excess = bottleneck_excess(pre, self.hparams.bottleneck_limit)
             self.log("train/bottleneck_excess", excess, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
-            loss = loss + penalty * excess
+            loss = loss + self.hparams.bottleneck_penalty * excess
         return loss
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:

@@ -34,11 +34,16 @@ def bottleneck_excess(pre_bottleneck_values: Tensor, limit: float) -> Tensor:
     return (pre_bottleneck_values.abs() - limit).clamp(min=0).square().mean()
 
 
+def encode_with_pre_bottleneck(diffae: nn.Module, audio: Tensor) -> tuple[Tensor, Tensor]:
+    """The latent and the encoder's output before its bottleneck(s), both [batch, latent channels, frames]."""
+    latent, info = diffae.encoder(audio, with_info=True)
+    return latent, info["xs"][-1]
+
+
 @torch.no_grad()
 def pre_bottleneck(diffae: nn.Module, audio: Tensor) -> Tensor:
     """The encoder's output before its bottleneck(s) [batch, latent channels, frames]."""
-    _, info = diffae.encoder(audio, with_info=True)
-    return info["xs"][-1]
+    return encode_with_pre_bottleneck(diffae, audio)[1]
 
 
 @torch.no_grad()
