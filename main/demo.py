@@ -285,8 +285,6 @@ def write_dataset(overrides: list[str]) -> Path:
 
 def summarize(out: Path, report: Path, stages: dict[str, dict[str, Any]]) -> None:
     """Print the headline figures of the report's metrics and probe files."""
-    from main.analysis.report import timing_text
-
     metrics = json.loads((report.parent / "metrics.json").read_text())["results"]
     for name, result in metrics.items():
         knn = (result.get("knn") or {})
@@ -296,14 +294,25 @@ def summarize(out: Path, report: Path, stages: dict[str, dict[str, Any]]) -> Non
             text += f" [{knn['ci95'][0]:.2f}, {knn['ci95'][1]:.2f}] (N = {knn['n_query']})"
         if latent:
             text += f"; latent top-1 {latent['accuracy']:.3f} [{latent['ci95'][0]:.2f}, {latent['ci95'][1]:.2f}]"
-        timing = (result.get("latent_species") or {}).get("timing")
-        if timing:
-            text += f"; latent timing {timing_text(timing)}"
         print(text)
+        fidelity = result.get("fidelity")
+        if fidelity:
+            print(f"[demo]   {fidelity_text(fidelity)}")
     for name, s in stages.items():
         print(f"[demo] {name}: {s['steps_done'] if s['steps_done'] is not None else 0} steps in "
               f"{s['seconds'] / 60:.1f} min ({s['note']})")
     print(f"[demo] report: {report}\n[demo] generated audio: {out / 'eval/generated'}\n[demo] log: {out / 'demo.log'}")
+
+
+def fidelity_text(fidelity: dict[str, Any]) -> str:
+    """One line of a set's fidelity figures: FAD over the floor, clipping, noise floor and rhythm."""
+    ratio = fidelity.get("fad_birdnet_ratio")
+    floor = fidelity.get("noise_floor_db_vs_real")
+    distance = fidelity.get("rhythm_log2_distance")
+    return (f"FAD/floor {'–' if ratio is None else f'{ratio:.2f}'}; clipped {fidelity['clipping']['clipped_clips']}"
+            f"/{fidelity['clipping']['n_clips']}; noise floor {'–' if floor is None else f'{floor:+.1f}'} dB vs "
+            f"real; rhythm {fidelity['rhythm_species_within_20pct']}/{fidelity['rhythm_n_species']} species within "
+            f"20% (log2 distance {'–' if distance is None else f'{distance:.2f}'})")
 
 
 if __name__ == "__main__":

@@ -191,3 +191,11 @@ def test_sweep_and_report_end_to_end(data, tmp_path, tiny_exports):
     assert metrics["generated"]["birdnet"]["coverage"]["species_known"] == 0
     assert metrics["generated"]["fad"]["birdnet"]["n_a"] == 10
     assert metrics["real train"]["fad"]["logmel"]["fad"] < metrics["generated"]["fad"]["logmel"]["fad"] * 10
+    # fidelity of every set against the real reference clips; real songs are near the real-vs-real floor
+    for name in ("generated", "real test", "real train"):
+        fidelity = metrics[name]["fidelity"]
+        assert fidelity["clipped_fraction"] == 0.0 and fidelity["rhythm_n_species"] == 10
+    assert metrics["real train"]["fidelity"]["fad_birdnet_ratio"] == pytest.approx(1.0)  # itself: the floor
+    assert 0.2 < metrics["generated"]["fidelity"]["fad_birdnet_ratio"] < 3.0
+    assert metrics["real test"]["fidelity"]["fad_birdnet_ratio"] is None  # the test clips have no distance to themselves
+    assert "FAD BirdNET / floor" in text

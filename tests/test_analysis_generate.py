@@ -51,12 +51,6 @@ def test_generate_end_to_end_seeded_and_resumable(tmp_path, tiny_exports, manife
     assert probe["generated"]["n"] == 5 and 0.0 <= probe["generated"]["accuracy"] <= 1.0
     assert probe["generated"]["ci95"][0] <= probe["generated"]["accuracy"] <= probe["generated"]["ci95"][1]
     assert probe["real"]["n"] >= 1 and probe["n_reference"] > 0 and probe["cfg_scale"] == 2.5
-    # ... and their syllable / gap durations are compared with the reference recordings', per prompted species
-    timing = probe["timing"]
-    assert set(timing["per_species"]) == {r["sci_name"] for r in rows} and timing["threshold"] > 0
-    assert set(timing["per_species"][rows[0]["sci_name"]]) >= {"syllable_s", "gap_s", "syllable_distance"}
-    assert set(probe["timing_real"]["per_species"]) <= set(timing["per_species"])  # the floor, same threshold
-    assert probe["timing_real"]["threshold"] == timing["threshold"]
 
     # Resuming: nothing new; then two clips deleted and regenerated in other batches give the same audio.
     again = _generate(tiny_exports, manifest, out, "--batch-size", "2")

@@ -49,22 +49,31 @@ def evaluate_sets(
     k: int = 5,
     logmel: bool = True,
     show_progress: bool = True,
+    fidelity_reference: Optional[ClipSet] = None,
+    features: Optional[Any] = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of each clip set against the species it was prompted with (test species = those of `test`).
 
     - `birdnet` (a `BirdNet`, or None to skip): macro AP, top-1/5, detection rate, coverage; with `reference`
       also a kNN classifier on BirdNET embeddings fitted on the reference clips; and the BirdNET-embedding FAD.
     - `logmel`: the log-mel FAD. Distances are to the real `test` clips (none for a set made of the same files).
+    - fidelity (`main.analysis.fidelity`) against `fidelity_reference` (default `reference`) real clips:
+      the BirdNET FAD over its real-vs-real floor, clipping, noise floor and rhythm. `features`: a shared
+      `FeatureCache` (so that the reference clips are read once across calls).
     """
     from main.analysis.fad import LogMelEmbedder, fad_from_embeddings, fad_from_stats
+    from main.analysis.fidelity import FeatureCache, fad_ratio, fidelity
     from main.analysis.knn import knn_classify
     from main.analysis.metrics import species_metrics
 
     test_species = sorted(set(test.species))
+    fidelity_reference = fidelity_reference or reference
+    features = features or FeatureCache()
     scores = None
     if birdnet is not None:
-        everything = [p for s in (*sets.values(), test, *([reference] if reference else [])) for p in s.paths]
-        scores = birdnet.score(everything)
+        everything = [p for s in (*sets.values(), test, *([reference] if reference else []),
+                                  *([fidelity_reference] if fidelity_reference else [])) for p in s.paths]
+        scores = birdnet.score(list(dict.fromkeys(everything)))
     embedder = LogMelEmbedder() if logmel else None
     test_logmel = embedder.stats(test.paths, desc="log-mel (test)", show_progress=show_progress) if embedder else None
     test_birdnet = scores.select(test.paths) if scores is not None else None
@@ -88,6 +97,14 @@ def evaluate_sets(
             if scores is not None and test_birdnet is not None and len(clips) > 1 and len(test) > 1:
                 fad["birdnet"] = fad_from_embeddings(scores.select(clips.paths).embeddings, test_birdnet.embeddings)
         entry["fad"] = fad
+        if fidelity_reference is not None:
+            ratio = None
+            if "birdnet" in fad and test_birdnet is not None:
+                real = scores.select(fidelity_reference.paths)
+                ratio = fad_ratio(scores.select(clips.paths).embeddings, clips.species, real.embeddings,
+                                  fidelity_reference.species, test_birdnet.embeddings)
+            entry["fidelity"] = fidelity(features(clips.paths), clips.species, features(fidelity_reference.paths),
+                                         fidelity_reference.species, ratio)
         results[name] = entry
     return results
 

@@ -215,13 +215,11 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
                   method: str = "ridge") -> dict[str, Any]:
     """Text adherence in latent space of a generated folder: a `LatentSpeciesClassifier` fitted on the DiffAE
     latents of real `reference_split` recordings scores the stored DiffGen latents against the prompted species;
-    the real recordings the prompts came from are scored too (the ceiling), and the syllable and gap durations
-    of the generated latents are compared with the reference recordings' (`latent_timing.compare_timing`).
-    Writes `latent_species.json`."""
+    the real recordings the prompts came from are scored too (the ceiling). Writes `latent_species.json`.
+    (Rhythm is measured on the audio: `main.analysis.fidelity`.)"""
     from main.analysis.clips import read_clip_rows, select_rows
     from main.analysis.evaluate import write_json
     from main.analysis.latent_species import LatentSpeciesClassifier
-    from main.analysis.latent_timing import background_latent, compare_timing
     from main.data.manifest import read_manifest
 
     folder = Path(folder)
@@ -240,11 +238,6 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
               "reference_split": reference_split, "n_reference": len(reference_rows), "frames": frames,
               "pool_frames": classifier.pool_frames,
               "cfg_scale": settings.get("cfg_scale")}
-    multiple = diffae_length_multiple(diffae)
-    background = background_latent(diffae, math.ceil(sample_rate / multiple) * multiple, device)
-    frame_rate = sample_rate / float(diffae.latent_factor)
-    result["timing"] = compare_timing(list(generated), [str(r["sci_name"]) for r in rows], reference,
-                                      reference_species, background, frame_rate)
     by_file = {str(r["file"]): r for r in read_manifest(manifest)}
     sources = list(dict.fromkeys(r["source"] for r in rows))
     if sources and all(s in by_file for s in sources):
@@ -252,9 +245,6 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
         real_frames = min([frames, *(x.shape[-1] for x in real)])
         real_species = [str(by_file[s]["sci_name"]) for s in sources]
         result["real"] = classifier.evaluate(torch.stack([x[..., :real_frames] for x in real]), real_species)
-        # the floor of the timing distance: the prompts' own recordings against the reference recordings
-        result["timing_real"] = compare_timing(real, real_species, reference, reference_species, background,
-                                               frame_rate)
     write_json(folder / LATENT_SPECIES_FILE, result)
     return result
 
