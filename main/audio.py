@@ -19,6 +19,15 @@ def slug(text: str, limit: int = 60, fallback: str = "clip") -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or fallback
 
 
+def limit_peak(audio: Tensor, peak: float) -> Tensor:
+    """`audio` [batch, channels, samples] with each clip whose peak exceeds `peak` scaled down to peak there (the
+    waveform's shape and its noise floor below the syllables are kept; nothing is clipped)."""
+    if not 0.0 < peak <= 1.0:
+        raise ValueError(f"peak must be in (0, 1], got {peak}")
+    peaks = audio.detach().abs().amax(dim=tuple(range(1, audio.ndim)), keepdim=True)
+    return audio * torch.clamp(peak / peaks.clamp(min=1e-12), max=1.0)
+
+
 def save_audio(path: PathLike, audio: Tensor, sample_rate: int) -> Path:
     """Write `audio` [channels, samples] (float, about [-1, 1]) as 16-bit PCM WAV; values are clipped."""
     path = Path(path)

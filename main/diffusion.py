@@ -84,6 +84,18 @@ def linear_sigmas(num_steps: int, device: torch.device | str = "cpu", start: flo
     return torch.linspace(start, 0.0, num_steps + 1, device=device)
 
 
+def sigma_schedule(num_steps: int, device: torch.device | str = "cpu", start: float = 1.0,
+                   power: float = 1.0) -> Tensor:
+    """num_steps+1 noise levels start * (1 - i / num_steps) ** power from `start` down to 0: power 1 is the library's
+    linear schedule (exactly), power 2 spends more of the steps at low noise levels, where a waveform decoder
+    removes the last hiss (BENCHMARKS.md, "Decoding schedule")."""
+    if power <= 0:
+        raise ValueError(f"the schedule's power must be > 0, got {power}")
+    if power == 1.0:
+        return linear_sigmas(num_steps, device, start)
+    return start * torch.linspace(1.0, 0.0, num_steps + 1, device=device) ** power
+
+
 def add_noise(x: Tensor, sigma: float, generator: Optional[torch.Generator] = None) -> Tensor:
     """`x` diffused to noise level `sigma` (the starting point of an audio-to-audio variation)."""
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
@@ -100,8 +112,10 @@ def sample(
     show_progress: bool = False,
     sigma_start: float = 1.0,
     generators: Optional[Sequence[Optional[torch.Generator]]] = None,
+    sigma_power: float = 1.0,
 ) -> Tensor:
-    """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps.
+    """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps, on
+    the `sigma_schedule` of power `sigma_power` (1: the library's linear schedule).
 
     `ddim` and `dpmpp-2m` are deterministic; `ancestral` adds fresh noise at every step (row i of the batch draws
     it from `generators[i]`, or from torch's global RNG without generators)."""
@@ -111,7 +125,7 @@ def sample(
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if not 0.0 < sigma_start <= 1.0:
         raise ValueError(f"sigma_start must be in (0, 1], got {sigma_start}")
-    sigmas = linear_sigmas(num_steps, noise.device, sigma_start)
+    sigmas = sigma_schedule(num_steps, noise.device, sigma_start, sigma_power)
     if generators is not None and len(generators) != noise.shape[0]:
         raise ValueError(f"{len(generators)} generators for a batch of {noise.shape[0]}")
     if sampler == "ancestral":

@@ -58,6 +58,11 @@ def test_entry_points_give_bit_identical_audio(tmp_path, tiny_exports, model, we
         for i, (clip, reference) in enumerate(zip(clips, webui_clips)):
             assert clip.shape == (samples, 2) and np.array_equal(clip, reference), f"{name}, clip {i}"
     assert not np.array_equal(webui_clips[0], webui_clips[1])
+    # the one output level: every entry point writes clips peaking at OUTPUT_PEAK at most, none at full scale
+    from main.inference.decoding import OUTPUT_PEAK
+
+    for clip in webui_clips:
+        assert np.abs(clip.astype(np.int32)).max() <= round(OUTPUT_PEAK * 32767) + 1
 
 
 def test_combined_sampler_batch_is_bit_identical_to_single_clips(model):

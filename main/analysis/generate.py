@@ -85,6 +85,13 @@ def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
         save_audio(tmp, audio, sample_rate)
 
 
+def decoding_settings() -> dict[str, Any]:
+    """How audio is decoded and levelled (recorded with every folder: a folder decoded otherwise does not resume)."""
+    from main.inference.decoding import DECODING_SIGMA_POWER, OUTPUT_PEAK
+
+    return {"decoding_sigma_power": DECODING_SIGMA_POWER, "output_peak": OUTPUT_PEAK}
+
+
 def _is_complete(path: Path) -> bool:
     """Whether a clip file exists and its header reads."""
     if not path.is_file():
@@ -156,7 +163,7 @@ def generate_clips(
     full = {**dict(settings or {}), "kind": "generate", "steps": steps, "decoding_steps": decoding_steps or steps,
             "sampler": sampler, "cfg_scale": float(cfg_scale), "seed": seed, "seconds": float(seconds),
             "latent_length": latent_length, "sample_rate": model.sample_rate, "num_clips": len(rows),
-            "batch_size": batch_size, "device": str(model.device)}
+            "batch_size": batch_size, "device": str(model.device), **decoding_settings()}
     if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
         full["decoding_sampler"] = decoding_sampler
     plan = _plan_rows(rows, seed)
@@ -323,7 +330,7 @@ def reconstruct_clips(
     diffae = diffae.eval().requires_grad_(False).to(device_name)
     full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file), "steps": steps,
             "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate, "num_clips": len(rows),
-            "batch_size": batch_size, "device": device_name}
+            "batch_size": batch_size, "device": device_name, **decoding_settings()}
     plan = _plan_rows(rows, seed)
     full["plan_sha256"] = _plan_digest(plan)
     _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)

@@ -9,7 +9,16 @@ from audio_diffusion_pytorch import DiffusionAE
 from audio_encoders_pytorch import TanhBottleneck
 from torch import Tensor, nn
 
+from main.audio import limit_peak
 from main.diffusion import sample as run_sampler
+
+# The decoding schedule's power (main.diffusion.sigma_schedule): 2 puts more of the steps at low noise levels.
+# On the demo DiffAE's reconstructions (12 DPM-Solver++ steps) it lowered the noise floor between syllables from
+# +7.1 to +3.1 dB above the real recordings' at the same cost (BENCHMARKS.md, "Decoding schedule").
+DECODING_SIGMA_POWER = 2.0
+# Decoded audio is scaled down, clip by clip, to peak at most here (real recordings are normalised below full scale;
+# a decoder's overshoot would otherwise be clipped when written).
+OUTPUT_PEAK = 0.95
 
 
 def decode_latent(
@@ -21,13 +30,18 @@ def decode_latent(
     show_progress: bool = False,
     noise: Optional[Tensor] = None,
     generators: Optional[Sequence[Optional[torch.Generator]]] = None,
+    sigma_power: float = DECODING_SIGMA_POWER,
+    peak: Optional[float] = OUTPUT_PEAK,
 ) -> Tensor:
     """Decode latents [batch, channels, frames] into audio by diffusion conditioned on the latent.
 
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths). Latents
     are first clamped to the range the encoder's bottleneck produces (a generated latent can overshoot it).
-    A stochastic sampler draws row i's step noise from `generators[i]` (else from `generator`).
+    A stochastic sampler draws row i's step noise from `generators[i]` (else from `generator`). The sampler runs
+    on the schedule of power `sigma_power`; each clip is then scaled down to peak at most `peak` (None: as decoded).
+    Every entry point (CombinedSampler, `main.sample`, the web UI, `main.analysis`, training previews) decodes
+    here, so all of them write the same audio.
     """
     bounds = latent_bounds(diffae)
     if bounds is not None:
@@ -38,8 +52,9 @@ def decode_latent(
     if generators is None and generator is not None:
         generators = [generator] * noise.shape[0]
     audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress,
-                        generators=generators)
-    return audio / diffae_data_scale(diffae)
+                        generators=generators, sigma_power=sigma_power)
+    audio = audio / diffae_data_scale(diffae)
+    return audio if peak is None else limit_peak(audio, peak)
 
 
 def latent_bounds(diffae: nn.Module) -> Optional[tuple[float, float]]:
