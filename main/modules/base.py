@@ -1,15 +1,14 @@
-"""Lightning modules: `DMAE` trains the DiffAE, `DiffGen` the text-conditional latent diffusion model.
+"""The training logic DMAE and DiffGen share (`EMADiffusionModule`) and the learning-rate schedule.
 
-Both share `EMADiffusionModule`: AdamW on trainable parameters only, an EMA copy updated after every real
-optimizer step, validation with the EMA model at fixed noise, skipping (and counting) steps whose gradients
-are not finite, refusing to checkpoint non-finite weights, and saving RNG state for exact resumption.
+AdamW on trainable parameters only, an EMA copy updated after every real optimizer step, validation with the EMA
+model at fixed noise, skipping (and counting) steps whose gradients are not finite, refusing to checkpoint
+non-finite weights, and saving RNG state for exact resumption.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -21,19 +20,8 @@ from torch import Tensor, nn
 from main import faults
 from main.checkpointing import (collect_rank_rng_states, gather_from_ranks, non_finite_tensors,
                                 restore_rank_rng_states, restore_rng_states, this_rank)
-from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas, v_diffusion_loss
+from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas
 from main.diffusion import sigma_distribution as sigma_distribution_fn
-from main.hub import hub_weights
-from main.inference.decoding import decode_latent, diffae_data_scale
-from main.inference.guidance import (diffgen_data_scale, diffgen_velocity, generate_latent, is_self_conditioned,
-                                    unconditional_inputs)
-from main.nets.bottleneck import bottleneck_excess, encode_with_pre_bottleneck, latent_saturation
-from main.nets.builders import build_diffae, build_diffgen
-from main.nets.defaults import DIFFGEN_CONFIG
-from main.nets.self_condition import self_conditioned_training_fn
-from main.nets.pretrained import get_pretrained_diffae_from_huggingface
-from main.nets.weights import get_default_diffae, load_model_state, model_state_dict
-from main.text import FrozenTextEncoder
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -287,220 +275,3 @@ class EMADiffusionModule(pl.LightningModule):
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
         """Audio [N, C, L] to listen to during training, from a fixed batch; keys name the kind of audio."""
         raise NotImplementedError
-
-
-class DMAE(EMADiffusionModule):
-    """Diffusion magnitude autoencoder: trains a DiffAE on cropped stereo audio."""
-
-    def __init__(
-        self,
-        model: Optional[Mapping[str, Any]] = None,
-        sample_rate: int = 32000,
-        init_from: Optional[str] = None,
-        freeze_encoder: bool = False,
-        bottleneck_penalty: float = 0.0,
-        bottleneck_limit: float = 1.5,
-        **training: Any,
-    ):
-        hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
-                   "freeze_encoder": freeze_encoder, "bottleneck_penalty": bottleneck_penalty,
-                   "bottleneck_limit": bottleneck_limit}
-        super().__init__(hparams, **training)
-        self.model = self.build_model()
-        if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
-            load_model_state(self.model, hub_weights(init_from, prefix="model."))
-        elif init_from:
-            load_model_state(self.model, model_state_dict(_load_diffae(init_from)))
-        if freeze_encoder:  # the latent space stays the one a DiffGen was trained on; only the decoder learns
-            self.model.encoder.requires_grad_(False)
-        self._init_ema()
-
-    def build_model(self) -> nn.Module:
-        """A DiffAE of the configured architecture."""
-        return build_diffae(**self.hparams.model)
-
-    def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
-        """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
-        `DiffusionAE.forward`, with the configured training noise levels)."""
-        audio = batch["audio"]
-        latent, pre = encode_with_pre_bottleneck(model, audio)
-        channels = [None] * model.inject_depth + [latent]
-        loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
-                                self.loss_sigmas(training))
-        if training and self.hparams.bottleneck_penalty and not self.hparams.freeze_encoder:
-            # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
-            # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).
-            excess = bottleneck_excess(pre, self.hparams.bottleneck_limit)
-            self.log("train/bottleneck_excess", excess, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
-            loss = loss + self.hparams.bottleneck_penalty * excess
-        return loss
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Optional[Tensor]:
-        """The EMA model's loss, and how much of its latent sits at the bottleneck's bounds (a saturated tanh
-        passes the decoder a binary code and the encoder no gradient: main.nets.bottleneck)."""
-        loss = super().validation_step(batch, batch_idx)
-        if loss is not None:
-            saturation = latent_saturation(self.ema_model, self.ema_model.encode(batch["audio"]))
-            if saturation is not None:
-                self.log("valid/latent_saturation", saturation, on_epoch=True, batch_size=int(batch["audio"].shape[0]),
-                         sync_dist=True)
-        return loss
-
-    @torch.no_grad()
-    def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
-        """Real clips and their EMA reconstructions (encode -> diffusion decode)."""
-        audio = batch["audio"]
-        latent = self.ema_model.encode(audio)
-        recon = decode_latent(self.ema_model, latent, self.hparams.preview_steps, self.hparams.preview_sampler,
-                              generator)
-        return {"real": audio, "reconstruction": recon[..., : audio.shape[-1]]}
-
-
-def text_conditional_loss(
-    model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
-    sigmas_fn: Optional[SigmasFn] = None,
-) -> Tensor:
-    """DiffGen's loss on DiffAE latents (diffused times the model's `data_scale`, as `generate_latent` divides by
-    it): each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`; a self-conditioned
-    model sees its own gradient-free clean estimate for half the items."""
-    if cfg_mask_proba > 0:
-        drop = torch.rand(latent.shape[0], device=latent.device) < cfg_mask_proba
-        uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
-        embedding = torch.where(drop[:, None, None], uncond_embedding.to(embedding.dtype), embedding)
-        mask = torch.where(drop[:, None], uncond_mask, mask)
-    if is_self_conditioned(model):
-        def velocity(x: Tensor, s: Tensor, estimate: Optional[Tensor], rows: Optional[Tensor]) -> Tensor:
-            if rows is None:
-                return diffgen_velocity(model, x, s, embedding, mask, estimate)
-            return diffgen_velocity(model, x, s, embedding[rows], mask[rows], estimate)
-
-        velocity_fn = self_conditioned_training_fn(velocity)
-    else:
-        velocity_fn = lambda x, s: diffgen_velocity(model, x, s, embedding, mask)  # noqa: E731
-    return v_diffusion_loss(velocity_fn, latent * diffgen_data_scale(model), sigmas_fn)
-
-
-_ATTEND_NEEDS_TEXT = (
-    "model.model.text_padding=attend needs the text encoder's padding embeddings, which pre-encoded data does not "
-    "store: train from audio and text (a datamodule without `preencoded`) or use text_padding=mask"
-)
-
-
-def _load_diffae(source: str) -> nn.Module:
-    """A DiffAE from an exported/checkpoint file, the pretrained hub model when `source` is 'pretrained', or a
-    model in the hub's layout (config.json + remote code + weights) in a local folder."""
-    if source == "pretrained":
-        return get_pretrained_diffae_from_huggingface()
-    if Path(source).is_dir():
-        return get_pretrained_diffae_from_huggingface(source, revision=None)
-    return get_default_diffae(source)
-
-
-class DiffGen(EMADiffusionModule):
-    """Text-conditional latent diffusion: frozen text encoder + frozen DiffAE encoder feed a DiffGen U-Net."""
-
-    def __init__(
-        self,
-        model: Optional[Mapping[str, Any]] = None,
-        autoencoder: Optional[str] = None,
-        autoencoder_model: Optional[Mapping[str, Any]] = None,
-        text_encoder: str = "t5-base",
-        text_encoder_max_length: int = 128,
-        cfg_mask_proba: float = 0.1,
-        sample_rate: int = 32000,
-        preview_embedding_scale: float = 5.0,
-        **training: Any,
-    ):
-        hparams = {
-            "kind": "diffgen", "model": model or {}, "autoencoder": autoencoder,
-            "autoencoder_model": autoencoder_model or {}, "text_encoder": text_encoder,
-            "text_encoder_max_length": text_encoder_max_length, "cfg_mask_proba": cfg_mask_proba,
-            "sample_rate": sample_rate, "preview_embedding_scale": preview_embedding_scale,
-        }
-        super().__init__(hparams, **training)
-        if not 0.0 <= cfg_mask_proba < 1.0:
-            raise ValueError(f"model.cfg_mask_proba must be in [0, 1), got {cfg_mask_proba}")
-        self.model = self.build_model()
-        self._init_ema()
-        # Frozen parts live outside the module tree: not in checkpoints, not seen by the optimizer or DDP,
-        # and untouched by Lightning's .train().
-        text = FrozenTextEncoder(text_encoder, text_encoder_max_length, self.model_config("text_padding"))
-        diffae = _load_diffae(autoencoder) if autoencoder else build_diffae(**self.hparams.autoencoder_model)
-        self._frozen: dict[str, nn.Module] = {"text": text, "autoencoder": diffae.eval().requires_grad_(False)}
-        self._check_shapes()
-
-    def build_model(self) -> nn.Module:
-        """A DiffGen U-Net of the configured architecture."""
-        return build_diffgen(**self.hparams.model)
-
-    def _check_shapes(self) -> None:
-        c = self.hparams
-        features = self.model_config("embedding_features")
-        if self.text_encoder.features != features:
-            raise ValueError(
-                f"model.model.embedding_features={features} but text encoder {c.text_encoder!r} gives "
-                f"{self.text_encoder.features}-d embeddings"
-            )
-        if c.text_encoder_max_length > self.model_config("embedding_max_length"):
-            raise ValueError(
-                f"model.text_encoder_max_length={c.text_encoder_max_length} exceeds "
-                f"model.model.embedding_max_length={self.model_config('embedding_max_length')}"
-            )
-        latent_channels = self.autoencoder.encoder.out_channels
-        if latent_channels != self.model_config("in_channels"):
-            raise ValueError(
-                f"model.model.in_channels={self.model_config('in_channels')} but the DiffAE latent has "
-                f"{latent_channels} channels"
-            )
-
-    def model_config(self, key: str) -> Any:
-        """A DiffGen hyper-parameter, falling back to the seed's value."""
-        return self.hparams.model.get(key, DIFFGEN_CONFIG[key])
-
-    def _frozen_module(self, name: str) -> nn.Module:
-        module = self._frozen[name]
-        if next(module.parameters()).device != self.device:
-            module.to(self.device)
-        return module
-
-    @property
-    def text_encoder(self) -> FrozenTextEncoder:
-        """The frozen text encoder, on this module's device."""
-        return self._frozen_module("text")  # type: ignore[return-value]
-
-    @property
-    def autoencoder(self) -> nn.Module:
-        """The frozen DiffAE (its encoder makes training latents, its decoder renders previews)."""
-        return self._frozen_module("autoencoder")
-
-    def encode_batch(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-        """Latents, text embeddings and text masks of a batch (pre-encoded entries are used when present)."""
-        with torch.no_grad():
-            latent = batch["latent"] if "latent" in batch else self.autoencoder.encode(batch["audio"])
-            if "embedding" in batch:
-                if self.model_config("text_padding") == "attend":
-                    raise ValueError(_ATTEND_NEEDS_TEXT)
-                embedding, mask = batch["embedding"].float(), batch["embedding_mask"].bool()
-            else:
-                embedding, mask = self.text_encoder(batch["text"])
-        return latent, embedding, mask
-
-    def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
-        """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
-        latent, embedding, mask = self.encode_batch(batch)
-        proba = self.hparams.cfg_mask_proba if training else 0.0
-        return text_conditional_loss(model, latent, embedding, mask, proba, self.loss_sigmas(training))
-
-    @torch.no_grad()
-    def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
-        """EMA generations for the batch's texts, next to the real clips."""
-        latent, embedding, mask = self.encode_batch(batch)
-        noise = torch.randn(latent.shape, device=latent.device, generator=generator)
-        generated_latent = generate_latent(self.ema_model, embedding, mask, noise, self.hparams.preview_steps,
-                                           self.hparams.preview_embedding_scale, self.hparams.preview_sampler)
-        audio = decode_latent(self.autoencoder, generated_latent, self.hparams.preview_steps,
-                              self.hparams.preview_sampler, generator)
-        out = {"generated": audio}
-        if "audio" in batch:
-            out["real"] = batch["audio"]
-        return out
