@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -14,12 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
-from main.compat.layout import checkpoint_layout, read_checkpoint
-from main.compat.migrate import adapt_config_for_original, resume_from_original
+from main.compat.migrate import migrate_if_original
 from main.config import ConfigError, validate_config
-
-
-log = logging.getLogger(__name__)
 
 
 def find_last_checkpoint(search_dir: Path) -> Path:
@@ -38,14 +33,6 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[str]:
     if str(ckpt) == "last":
         return str(find_last_checkpoint(Path(cfg.paths.log_dir) / str(cfg.task_name)))
     return str(Path(str(ckpt)).expanduser())
-
-
-def read_original_checkpoint(ckpt_path: Optional[str]) -> Optional[dict[str, Any]]:
-    """The checkpoint at `ckpt_path` when it is the original bird-diffusion code's (else None)."""
-    if ckpt_path is None:
-        return None
-    checkpoint = read_checkpoint(ckpt_path)
-    return checkpoint if checkpoint_layout(checkpoint).startswith("original") else None
 
 
 def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
@@ -71,23 +58,17 @@ def save_final_checkpoint(trainer: pl.Trainer) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model the config describes; returns the final logged metrics."""
-    validate_config(cfg)
     ckpt_path = resolve_checkpoint(cfg)
+    original = migrate_if_original(ckpt_path, cfg)  # adapts cfg to a checkpoint of the original code, else None
+    validate_config(cfg)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True)
 
-    original = read_original_checkpoint(ckpt_path)
-    if original is not None:
-        for note in adapt_config_for_original(cfg, original, cfg.paths.output_dir):
-            log.warning("resuming an original bird-diffusion checkpoint: %s", note)
-        validate_config(cfg)  # e.g. text_padding=attend cannot train on pre-encoded data
-
     datamodule = instantiate(cfg.datamodule, _convert_="all")
     model = instantiate(cfg.model, _convert_="all")
     if original is not None:
-        ckpt_path, migration = resume_from_original(model, original, cfg.paths.output_dir)
-        log.warning("%s", migration.summary())
+        ckpt_path = original.resume(model)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # logger=none: callbacks that only feed a logger have nothing to do

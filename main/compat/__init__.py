@@ -15,8 +15,8 @@ from main.compat.layout import (EMA_BUFFERS, KEPT_PREFIXES, ORIGINAL_EMA_UPDATE_
                                 convert_training_checkpoint, layout_kind, model_weights, original_config,
                                 read_checkpoint)
 
-MIGRATION_NAMES = ("load_original_weights", "adapt_config_for_original", "resume_from_original", "convert_file",
-                   "main")
+MIGRATION_NAMES = ("migrate_if_original", "OriginalResume", "load_original_weights", "adapt_config_for_original",
+                   "resume_from_original", "convert_file", "main")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,6 @@
 """Loading, resuming and converting checkpoints and weight files of the original bird-diffusion code (github.com/Max-Wurthmann/audiodiffusion).
 
-Its `train/main/models.py` trains two LightningModules whose checkpoints hold, under `state_dict`:
+Its `src/train/main/models.py` trains two LightningModules whose checkpoints hold, under `state_dict`:
 
     DMAE     model.*  (DiffusionAE)        ema.online_model.*, ema.ema_model.*, ema.initted, ema.step
     DiffGen  model.*  (DiffusionModel)     ema.*  as above,  text_encoder.* (frozen T5 encoder),
@@ -11,6 +11,11 @@ Its DiffGen attends to the T5 padding tokens (no cross-attention mask), so its w
 `text_padding: attend`. This module recognises these layouts, maps them onto this repository's (the U-Nets'
 own keys are the same library's), reports what it kept and dropped, and refuses what it cannot map.
 
+`train()` resumes them through `migrate_if_original`. A DiffGen resumes on the DiffAE stored in its checkpoint:
+with `model.autoencoder=null` that DiffAE is written out and used; a `model.autoencoder` with other weights is
+refused naming the setting (`+original_autoencoder=config` trains on it anyway). Tests run on checkpoints saved
+by the original's own code (tests/fixtures/original/, made by the script there).
+
     python -m main.compat inspect original.ckpt
     python -m main.compat convert original.ckpt exports/diffgen --kind diffgen
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -27,10 +34,14 @@ import torch
 from main.compat.layout import (ORIGINAL_EMA_UPDATE_EVERY, Migration, OriginalLayoutError, checkpoint_layout,
                                 convert_training_checkpoint, grouped_keys, layout_kind, model_weights,
                                 original_config, read_checkpoint, strip_prefix)
+from main.config import ConfigError, model_class
 from main.export import write_export
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae
+from main.nets.pretrained import load_diffae
 from main.nets.weights import load_model_state, model_state_dict
+
+log = logging.getLogger(__name__)
 
 
 def load_original_weights(module: torch.nn.Module, checkpoint: Mapping[str, Any]) -> Migration:
@@ -41,17 +52,76 @@ def load_original_weights(module: torch.nn.Module, checkpoint: Mapping[str, Any]
     return migration
 
 
+# `+original_autoencoder=config`: resume an original DiffGen on model.autoencoder's latents even though the
+# checkpoint carries another DiffAE (the default, `checkpoint`, refuses that).
+AUTOENCODER_CHOICE_KEY = "original_autoencoder"
+AUTOENCODER_CHOICES = ("checkpoint", "config")
+
+
+def _same_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether `model`'s state dict has exactly the keys of `state` and equal tensors."""
+    own = model.state_dict()
+    return set(own) == set(state) and all(torch.equal(own[k], state[k]) for k in own)
+
+
+def _checkpoint_diffae(cfg: Any, diffae: Mapping[str, torch.Tensor]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The DiffAE an original DiffGen checkpoint carries, built with `model.autoencoder_model`, and that config."""
+    from omegaconf import OmegaConf
+
+    arch = OmegaConf.to_container(cfg.model.get("autoencoder_model") or {}, resolve=True)
+    try:
+        model = build_diffae(**arch)
+        load_model_state(model, diffae)
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(f"model.autoencoder_model: the DiffAE stored in the checkpoint does not fit it ({error})"
+                          ) from error
+    return model, arch
+
+
+def _autoencoder_notes(cfg: Any, diffae: Mapping[str, torch.Tensor], output_dir: PathLike) -> list[str]:
+    """Resume an original DiffGen on the DiffAE its checkpoint carries: written out as `model.autoencoder` when
+    that is null, accepted when it holds the same weights, refused naming the setting when it does not (unless
+    `+original_autoencoder=config`). Returns notes for the log."""
+    from omegaconf import open_dict
+
+    choice = str(cfg.get(AUTOENCODER_CHOICE_KEY, "checkpoint"))
+    if choice not in AUTOENCODER_CHOICES:
+        raise ConfigError(f"{AUTOENCODER_CHOICE_KEY}={choice}: expected one of {AUTOENCODER_CHOICES}")
+    configured = cfg.model.get("autoencoder")
+    if configured is not None and choice == "config":
+        return [(f"model.autoencoder={configured} replaces the DiffAE stored in the checkpoint "
+                 f"(+{AUTOENCODER_CHOICE_KEY}=config): training continues on another DiffAE's latents")]
+    if configured is None:
+        model, arch = _checkpoint_diffae(cfg, diffae)
+        path, _ = write_export(model_state_dict(model), {**original_config("diffae"), "model": arch},
+                               Path(output_dir) / "original_diffae")
+        with open_dict(cfg):
+            cfg.model.autoencoder = str(path)
+        return [f"model.autoencoder={path} (the DiffAE stored in the checkpoint)"]
+    how = (f"Resume with model.autoencoder=null to use the checkpoint's DiffAE (the one its latents came from), or "
+           f"add +{AUTOENCODER_CHOICE_KEY}=config to train on model.autoencoder's latents instead")
+    source = "pretrained" if configured == "pretrained" else str(Path(str(configured)).expanduser())
+    if source != "pretrained" and not Path(source).exists():
+        raise ConfigError(f"model.autoencoder={configured}: not found, and the original checkpoint carries its own "
+                          f"DiffAE. {how}.")
+    if not _same_weights(load_diffae(source), diffae):  # loaded as the DiffGen module loads it
+        raise ConfigError(f"model.autoencoder={configured} is not the DiffAE stored in the original checkpoint "
+                          f"(other weights): the DiffGen would continue on another latent space. {how}.")
+    return [f"model.autoencoder={configured} holds the DiffAE stored in the checkpoint"]
+
+
 def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_dir: PathLike) -> list[str]:
     """Before the module is built: make the run config fit an original checkpoint it resumes (a DiffGen attends to
-    text padding; without `model.autoencoder` it uses the DiffAE stored in the checkpoint). Returns notes."""
-    from omegaconf import OmegaConf, open_dict
+    text padding and keeps the DiffAE stored in the checkpoint, see `_autoencoder_notes`). Returns notes."""
+    from omegaconf import open_dict
 
+    from main.modules import DMAE, DiffGen
 
     layout = checkpoint_layout(checkpoint)
-    target = str(cfg.model.get("_target_", ""))
-    wanted = {"main.modules.DMAE": "original-dmae", "main.modules.DiffGen": "original-diffgen"}.get(target)
-    if wanted != layout:
-        raise OriginalLayoutError(f"ckpt is an {layout} checkpoint but model._target_ is {target}")
+    wanted = {"original-dmae": DMAE, "original-diffgen": DiffGen}.get(layout)
+    cls = model_class(cfg)
+    if wanted is None or cls is None or not issubclass(cls, wanted):
+        raise ConfigError(f"ckpt is an {layout} checkpoint but model._target_ is {cfg.model.get('_target_')}")
     notes = []
     if layout == "original-diffgen":
         with open_dict(cfg):
@@ -59,17 +129,9 @@ def adapt_config_for_original(cfg: Any, checkpoint: Mapping[str, Any], output_di
             cfg.model.model.text_padding = "attend"
         notes.append("model.model.text_padding=attend (the original attended to T5 padding tokens)")
         diffae = strip_prefix(checkpoint["state_dict"], "diffae.")
-        if cfg.model.get("autoencoder") is None and diffae:
-
-            arch = OmegaConf.to_container(cfg.model.get("autoencoder_model") or {}, resolve=True)
-            model = build_diffae(**arch)
-            load_model_state(model, diffae)
-            path, _ = write_export(model_state_dict(model), {**original_config("diffae"), "model": arch},
-                                   Path(output_dir) / "original_diffae")
-            with open_dict(cfg):
-                cfg.model.autoencoder = str(path)
-            notes.append(f"model.autoencoder={path} (the DiffAE stored in the checkpoint)")
-    if int(cfg.model.get("ema_update_every", 1)) != ORIGINAL_EMA_UPDATE_EVERY:
+        if diffae:
+            notes += _autoencoder_notes(cfg, diffae, output_dir)
+    if cfg.model.get("ema_update_every", 1) != ORIGINAL_EMA_UPDATE_EVERY:  # its type is checked after this
         notes.append(f"model.ema_update_every={cfg.model.get('ema_update_every', 1)} (the original updated its EMA "
                      f"every {ORIGINAL_EMA_UPDATE_EVERY} steps)")
     return notes
@@ -87,6 +149,35 @@ def resume_from_original(module: Any, checkpoint: Mapping[str, Any], output_dir:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(converted, str(path))
     return str(path), migration
+
+
+@dataclass
+class OriginalResume:
+    """An original checkpoint that a training run resumes, its run config already adapted to it."""
+
+    checkpoint: Mapping[str, Any]
+    output_dir: Path
+
+    def resume(self, module: Any) -> Optional[str]:
+        """Once the module is built: the checkpoint path Lightning resumes from (None: weights-only start)."""
+        path, migration = resume_from_original(module, self.checkpoint, self.output_dir)
+        log.warning("%s", migration.summary())
+        return path
+
+
+def migrate_if_original(ckpt_path: Optional[str], cfg: Any) -> Optional[OriginalResume]:
+    """For `train()`, before the config is validated and the module built: when `ckpt_path` is a checkpoint of the
+    original bird-diffusion code, adapt `cfg` to it (logging each change) and return what resumes it; None for
+    anything else (no checkpoint, this repository's, or a missing file, which the config check reports)."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return None
+    checkpoint = read_checkpoint(ckpt_path)
+    if not checkpoint_layout(checkpoint).startswith("original"):
+        return None
+    output_dir = Path(str(cfg.paths.output_dir))
+    for note in adapt_config_for_original(cfg, checkpoint, output_dir):
+        log.warning("resuming an original bird-diffusion checkpoint: %s", note)
+    return OriginalResume(checkpoint, output_dir)
 
 
 def convert_file(source: PathLike, output: PathLike, kind: Optional[str] = None,
