@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from main.audio import save_audio, save_spectrogram_png, slug
 from main.data.datamodule import load_recording
 from main.diffusion import SAMPLERS
-from main.inference.device import resolve_device
+from main.inference.device import add_batching, batches_models, resolve_device
 from main.inference.pipeline import CombinedSampler, get_default_combined_sampler
 
 
@@ -39,12 +39,13 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     parser.add_argument("--sampler", choices=SAMPLERS, default="dpmpp-2m")
     parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per step (the audio does not depend on it)")
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per step")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--text-encoder", help="override the text encoder stored with the DiffGen export")
     parser.add_argument("--input-audio", type=Path, help="audio-to-audio: start from this recording")
     parser.add_argument("--strength", type=float, default=0.5,
                         help="with --input-audio: how much of it to replace (0 keeps it, 1 ignores it)")
+    add_batching(parser)
     args = parser.parse_args(argv)
     if not args.model and not (args.diffae and args.diffgen):
         parser.error("give --model, or both --diffae and --diffgen")
@@ -67,6 +68,7 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     (args.out / "settings.json").write_text(json.dumps({**settings, "latent_frames": frames,
                                                         "sample_rate": sample_rate}, indent=2))
+    together = batches_models(device, args.batched)
     written = []
     for start in tqdm(range(0, len(jobs), args.batch_size), desc="generating"):
         batch = jobs[start:start + args.batch_size]
@@ -77,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
         if source is not None:
             audio = model.variation(source.expand(len(texts), -1, -1), texts, strength=args.strength, **steps)
         else:
-            audio = model.sample(texts, latent_length=frames, **steps)
+            audio = model.sample(texts, latent_length=frames, batch_size=len(texts) if together else 1, **steps)
         for (text, n), clip in zip(batch, audio[..., :samples]):
             name = f"{slug(text)}_{n:03d}"
             written.append(save_audio(args.out / f"{name}.wav", clip, sample_rate))

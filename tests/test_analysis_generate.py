@@ -72,16 +72,31 @@ def test_generate_end_to_end_seeded_and_resumable(tmp_path, tiny_exports, manife
         _generate(tiny_exports, manifest, out, "--sampler", "dpmpp-2m")
 
 
-def test_seeded_batch_matches_single_clip_sampling(tiny_exports):
-    from main.analysis.generate import load_sampler, sample_seeded
+def test_seeded_clips_match_single_clip_sampling_and_batched_runs_are_close(tmp_path, tiny_exports):
+    """`generate_clips` seeds clip i `seed + i`: serial, each clip equals `CombinedSampler.sample` of it alone;
+    batched (--batched, the default on CUDA), the clips run through the models together from the same noise and
+    match to float rounding; the folder records which."""
+    from main.analysis.generate import generate_clips, load_sampler
+    from main.audio import save_audio
 
     model, _ = load_sampler(tiny_exports["diffae"], tiny_exports["diffgen"], device="cpu")
-    texts = ["Synthia fluvialis; song", "Gravis profundus; call"]
-    batch = sample_seeded(model, texts, [3, 4], 2, 2, 3.0, 16)
-    for i, (text, seed) in enumerate(zip(texts, [3, 4])):
-        single = model.sample([text], sampling_steps=2, decoding_steps=2, embedding_scale=3.0, latent_length=16,
-                              seed=seed)
-        assert torch.equal(batch[i:i + 1], single)
+    rows = [{"label": t, "sci_name": t, "file": ""} for t in ("Synthia fluvialis; song", "Gravis profundus; call",
+                                                               "Bombyx stridulans")]
+    kwargs = dict(steps=2, cfg_scale=3.0, seconds=0.5, seed=3, batch_size=3, show_progress=False)
+    generate_clips(tmp_path / "serial", model, rows, **kwargs)
+    generate_clips(tmp_path / "batched", model, rows, batched=True, **kwargs)
+    samples = round(0.5 * model.sample_rate)
+    for i, row in enumerate(rows):
+        single = model.sample([row["label"]], sampling_steps=2, decoding_steps=2, embedding_scale=3.0,
+                              latent_length=model.latent_frames(0.5), seed=3 + i)[0, :, :samples]
+        serial = sf.read(str(sorted((tmp_path / "serial").glob("*.wav"))[i]), dtype="float32")[0].T
+        batched = sf.read(str(sorted((tmp_path / "batched").glob("*.wav"))[i]), dtype="float32")[0].T
+        expected = sf.read(str(save_audio(tmp_path / f"single_{i}.wav", single, model.sample_rate)),
+                           dtype="float32")[0].T
+        assert np.array_equal(serial, expected)
+        assert np.abs(batched - serial).max() <= 4 / 32768
+    assert json.loads((tmp_path / "serial/generation.json").read_text())["batched"] is False
+    assert json.loads((tmp_path / "batched/generation.json").read_text())["batched"] is True
 
 
 def test_ancestral_generation_is_seeded_per_clip(tmp_path, tiny_exports, manifest):

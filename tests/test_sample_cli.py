@@ -25,6 +25,12 @@ def test_sample_cli_writes_reproducible_clips(tmp_path, tiny_exports):
     assert first[0].read_bytes() != first[1].read_bytes()
     settings = json.loads((tmp_path / "a/settings.json").read_text())
     assert settings["sampler"] == "dpmpp-2m" and settings["latent_frames"] == 126  # 8000 samples / 64, rounded up to even
+    assert settings["batched"] is None  # the default: serial on a CPU
+    # --batched: each step's clips run through the models together, from the same per-clip noise
+    batched = sample_main([*common, "--batched", "--out", str(tmp_path / "c")])
+    for a, c in zip(first, batched):
+        serial, together = sf.read(str(a), dtype="int16")[0], sf.read(str(c), dtype="int16")[0]
+        assert abs(serial.astype(int) - together.astype(int)).max() <= 4
 
 
 def test_sample_cli_variation_of_an_input_recording(tmp_path, tiny_exports):

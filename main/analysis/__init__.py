@@ -31,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "reconstruct_clips": "generate",
     "reconstruct_from_manifest": "generate",
     "load_sampler": "generate",
-    "sample_seeded": "generate",
     "evaluate_sets": "evaluate",
     "run_sweep": "sweep",
     "write_report": "report",

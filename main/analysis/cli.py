@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from main.diffusion import SAMPLERS
+from main.inference.device import add_batching
 
 
 def _optional_split(value: str) -> Optional[str]:
@@ -52,8 +53,9 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoding-steps", type=int, help="DiffAE decoding steps (default: the sampling steps)")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip duration (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed + i (default 0)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per step (default 4)")
     parser.add_argument("--device", default="auto")
+    add_batching(parser)
 
 
 def _add_evaluation(parser: argparse.ArgumentParser, reference_default: Optional[str] = "train") -> None:
@@ -173,8 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
             args.text_encoder, args.device, steps=args.steps, decoding_steps=args.decoding_steps,
             sampler=args.sampler, decoding_sampler=args.decoding_sampler, cfg_scale=args.cfg, seconds=args.seconds,
-            seed=args.seed,
-            batch_size=args.batch_size, overwrite=args.overwrite, latent_probe=not args.no_latent_probe)
+            seed=args.seed, batch_size=args.batch_size, batched=args.batched, overwrite=args.overwrite,
+            latent_probe=not args.no_latent_probe)
         print(f"{report.folder}: wrote {report.written} clips, {report.skipped} already there ({report.total} in all)")
         probe = report.folder / "latent_species.json"
         if probe.is_file():
@@ -212,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
             args.cfg_scales, args.steps, args.samplers, args.decoding_steps, args.seconds, args.seed,
             args.batch_size, args.text_encoder, args.device, args.reference_split, args.reference_per_species,
-            _birdnet(args), args.threshold, args.k, not args.no_logmel)
+            _birdnet(args), args.threshold, args.k, not args.no_logmel, batched=args.batched)
         for row in table:
             print(json.dumps({k: v for k, v in row.items() if v is not None}, default=str))
         print(f"wrote {args.out / 'sweep.csv'} and {args.out / 'sweep.json'}")

@@ -67,16 +67,6 @@ def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torc
     return decode_latent(diffae, latent, num_steps, sampler, noise=noise, generators=generators)
 
 
-def sample_seeded(model: Any, texts: Sequence[str], seeds: Sequence[int], sampling_steps: int,
-                  decoding_steps: int, embedding_scale: float, latent_length: int, sampler: str = "ddim") -> Tensor:
-    """Audio of `main.inference.generate.generate_audio` with clip i seeded `seeds[i]` (kept for main.analysis
-    users): each clip equals `model.sample([text], seed=seed)` whatever it is batched with."""
-    from main.inference.generate import clip_generators, generate_audio
-
-    return generate_audio(model, texts, clip_generators(seeds, model.device), sampling_steps, decoding_steps,
-                          embedding_scale, latent_length, sampler)[0]
-
-
 def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:
     """Write a WAV atomically (a killed run leaves no truncated clip behind)."""
     from main.audio import save_audio
@@ -145,13 +135,17 @@ def generate_clips(
     settings: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    batched: Optional[bool] = None,
 ) -> RunReport:
     """Generate one clip per row (prompted with its `label`) into `out_dir` with a CombinedSampler; resumable.
 
     `sampler` runs DiffGen, `decoding_sampler` (default: `sampler`) the DiffAE decoding.
     `settings` (e.g. the model files from `load_sampler` and how the rows were chosen) is saved in
-    `generation.json` together with the sampling settings.
+    `generation.json` together with the sampling settings. Clip i is seeded on its own (`seed + i`); `batched`
+    (default: on CUDA) runs each group of `batch_size` clips through the models together, which matches the
+    one-at-a-time audio to float rounding; unbatched, every clip is bit-identical at any `batch_size`.
     """
+    from main.inference.device import batches_models
     from main.inference.generate import clip_generators, generate_audio
 
     if batch_size < 1:
@@ -164,6 +158,8 @@ def generate_clips(
             "sampler": sampler, "cfg_scale": float(cfg_scale), "seed": seed, "seconds": float(seconds),
             "latent_length": latent_length, "sample_rate": model.sample_rate, "num_clips": len(rows),
             "batch_size": batch_size, "device": str(model.device), **decoding_settings()}
+    together = batches_models(model.device, batched)
+    full["batched"] = together
     if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
         full["decoding_sampler"] = decoding_sampler
     plan = _plan_rows(rows, seed)
@@ -179,7 +175,7 @@ def generate_clips(
             generators = clip_generators([r["seed"] for r in batch], model.device)
             audio, latent = generate_audio(model, [r["label"] for r in batch], generators, steps,
                                            decoding_steps or steps, cfg_scale, latent_length, sampler,
-                                           decoding_sampler)
+                                           decoding_sampler, batch_size=len(batch) if together else 1)
             for row, clip, clip_latent in zip(batch, audio[..., :samples], latent):
                 _write_latent(latent_path(folder, row["file"]), clip_latent)
                 _write_wav(folder / row["file"], clip, model.sample_rate)

@@ -48,11 +48,12 @@ def run_sweep(
     k: int = 5,
     logmel: bool = True,
     show_progress: bool = True,
+    batched: Optional[bool] = None,
 ) -> list[dict[str, Any]]:
     """Generate and evaluate every (cfg scale, steps, sampler); returns the rows written to `sweep.csv`.
 
     `birdnet` is a `main.analysis.birdnet.BirdNet` (None: no BirdNET metrics, no kNN, log-mel FAD only).
-    `decoding_steps` None decodes with as many DiffAE steps as sampling steps.
+    `decoding_steps` None decodes with as many DiffAE steps as sampling steps; `batched`: see `generate_clips`.
     """
     from main.analysis.generate import generate_clips, load_sampler
     from main.data.manifest import read_manifest
@@ -77,7 +78,7 @@ def run_sweep(
         name = setting_name(cfg_scale, n_steps, sampler)
         generate_clips(out / name, model, chosen, steps=n_steps, decoding_steps=decoding_steps, sampler=sampler,
                        cfg_scale=cfg_scale, seconds=seconds, seed=seed, batch_size=batch_size, settings=base,
-                       show_progress=show_progress)
+                       show_progress=show_progress, batched=batched)
         sets[name] = clips_from_folder(out / name)
     results = evaluate_sets(sets, test, reference, birdnet, threshold, k, logmel, show_progress)
     table = []
