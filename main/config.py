@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from main.errors import ConfigError  # in main.errors: the data loaders raise it too
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
 from main.nets.lengths import (
     diffae_audio_multiple,
@@ -16,10 +17,6 @@ from main.nets.lengths import (
     unet_length_multiple,
 )
 from main.text import TEXT_PADDING_MODES
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
 
 
 def package_dir(package: str, *parts: str) -> str:

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from main.data.samplers import select_per_species  # noqa: F401 (the probe's item choice, kept importable here)
+
 METHODS = ("ridge", "centroid")
 # The statistics are taken on the latent averaged over blocks of this many frames (8 ms at the 500 frames/s of a
 # 32 kHz DiffAE). Frame-level jitter the decoder does not render, e.g. between the frames a DiffGen with
@@ -132,24 +134,3 @@ class LatentSpeciesClassifier:
         """Inverse of `state_dict`."""
         return cls(list(state["species"]), state["mean"], state["scale"], state["weights"], str(state["method"]),
                    int(state.get("pool_frames", 1)))
-
-
-def select_per_species(sci_names: Sequence[str], per_species: int, max_species: int | None = None,
-                       seed: int = 0) -> list[int]:
-    """Indices of up to `per_species` items of each species (seeded choice), for the `max_species` most frequent
-    species (all when None; ties broken by name), in species order."""
-    if per_species < 1:
-        raise ValueError(f"per_species must be >= 1, got {per_species}")
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(sci_names):
-        groups.setdefault(str(name), []).append(i)
-    names = sorted(groups, key=lambda n: (-len(groups[n]), n))
-    if max_species is not None:
-        names = names[:max_species]
-    generator = torch.Generator().manual_seed(int(seed))
-    chosen: list[int] = []
-    for name in sorted(names):
-        members = groups[name]
-        order = torch.randperm(len(members), generator=generator).tolist()
-        chosen += sorted(members[j] for j in order[:per_species])
-    return chosen

@@ -23,7 +23,7 @@ from .audio import load_recording
 from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
 from .resumable import ResumableDataLoader, loader_generator
-from .samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
+from .samplers import EpochShuffleSampler, EpochWeightedSampler, select_per_species, stratified_weights
 from .synthetic import dataset_params, default_cache_dir, generate_synthetic_dataset, params_hash
 
 __all__ = ["BirdSoundDataModule", "load_recording"]  # load_recording: re-exported for main.sample
@@ -200,8 +200,6 @@ class BirdSoundDataModule(pl.LightningDataModule):
                       seed: int = 0) -> list[dict[str, Any]]:
         """Start crops of up to `per_species` recordings per species of `split` with their 'text' and 'sci_name'
         (what `main.callbacks.LatentSpeciesCallback` fits and prompts with); unreadable files are left out."""
-        from main.analysis.latent_species import select_per_species
-
         if self.manifest is None and self.stream is not None:
             raise ValueError("the latent species probe reads recordings through datamodule.manifest; set it "
                              "next to datamodule.stream")

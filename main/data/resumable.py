@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from main.config import ConfigError
+from main.errors import ConfigError
 
 # torchdata 0.11 calls torch.set_vital, deprecated in newer torch: noise in every run, harmless.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")

@@ -79,3 +79,24 @@ def stratified_weights(species: Sequence[str]) -> list[float]:
     """The seed's sampling weights: 1 / (count of the row's species * number of species)."""
     counts = Counter(species)
     return [1.0 / (counts[name] * len(counts)) for name in species]
+
+
+def select_per_species(sci_names: Sequence[str], per_species: int, max_species: Optional[int] = None,
+                       seed: int = 0) -> list[int]:
+    """Indices of up to `per_species` items of each species (seeded choice), for the `max_species` most frequent
+    species (all when None; ties broken by name), in species order."""
+    if per_species < 1:
+        raise ValueError(f"per_species must be >= 1, got {per_species}")
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(sci_names):
+        groups.setdefault(str(name), []).append(i)
+    names = sorted(groups, key=lambda n: (-len(groups[n]), n))
+    if max_species is not None:
+        names = names[:max_species]
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen: list[int] = []
+    for name in sorted(names):
+        members = groups[name]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        chosen += sorted(members[j] for j in order[:per_species])
+    return chosen

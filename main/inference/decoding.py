@@ -6,11 +6,16 @@ from typing import Optional, Sequence
 
 import torch
 from audio_diffusion_pytorch import DiffusionAE
-from audio_encoders_pytorch import TanhBottleneck
-from torch import Tensor, nn
+from torch import Tensor
 
 from main.audio import limit_peak
 from main.diffusion import sample as run_sampler
+from main.nets.bottleneck import latent_bounds
+from main.nets.conditioning import diffae_data_scale
+
+# latent_bounds and diffae_data_scale live with the networks (training uses them too) and stay importable here.
+__all__ = ["DECODING_SIGMA_POWER", "OUTPUT_PEAK", "decode_latent", "decoding_noise", "diffae_data_scale",
+           "latent_bounds"]
 
 # The decoding schedule's power (main.diffusion.sigma_schedule): 2 puts more of the steps at low noise levels.
 # On the demo DiffAE's reconstructions (12 DPM-Solver++ steps) it lowered the noise floor between syllables from
@@ -57,23 +62,8 @@ def decode_latent(
     return audio if peak is None else limit_peak(audio, peak)
 
 
-def latent_bounds(diffae: nn.Module) -> Optional[tuple[float, float]]:
-    """The range of the latents the DiffAE's encoder produces ((-1, 1) behind a TanhBottleneck), None if unbounded.
-
-    The decoder only ever saw latents in that range; DiffGen samples (with CFG above all) overshoot it, e.g.
-    |latent| up to 3 at CFG 3 in the demo, where real latents are tanh-saturated at +-1.
-    """
-    bottlenecks = getattr(getattr(diffae, "encoder", None), "bottlenecks", None) or []
-    return (-1.0, 1.0) if any(isinstance(b, TanhBottleneck) for b in bottlenecks) else None
-
-
 def decoding_noise(diffae: DiffusionAE, latent: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """The starting noise for decoding `latent` [batch, channels, frames]: one audio-length draw per batch row."""
     length = latent.shape[2] * diffae.latent_factor
     return torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype,
                        generator=generator)
-
-
-def diffae_data_scale(diffae: nn.Module) -> float:
-    """The factor between audio and what the DiffAE decoder diffuses (1.0 for models without one)."""
-    return float(getattr(diffae, "config", {}).get("data_scale", 1.0))

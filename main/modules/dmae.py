@@ -10,10 +10,11 @@ from torch import Tensor, nn
 
 from main.diffusion import v_diffusion_loss
 from main.hub import hub_weights
-from main.inference.decoding import decode_latent, diffae_data_scale
+from main.inference.decoding import decode_latent
 from main.modules.base import EMADiffusionModule
 from main.nets.bottleneck import bottleneck_excess, encode_with_pre_bottleneck, latent_saturation
 from main.nets.builders import build_diffae
+from main.nets.conditioning import diffae_data_scale
 from main.nets.pretrained import load_diffae
 from main.nets.weights import load_model_state, model_state_dict
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from main.diffusion import SigmasFn, v_diffusion_loss
-from main.inference.guidance import diffgen_data_scale, diffgen_velocity, is_self_conditioned, unconditional_inputs
+from main.nets.conditioning import diffgen_data_scale, diffgen_velocity, is_self_conditioned, unconditional_inputs
 from main.nets.self_condition import self_conditioned_training_fn
 
 

@@ -11,11 +11,20 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import torch
+from audio_encoders_pytorch import TanhBottleneck
 from torch import Tensor, nn
 
-from main.inference.decoding import latent_bounds
-
 SATURATION_MARGIN = 0.05  # within 5% of the half-range of a bound counts as saturated (|z| >= 0.95 for tanh)
+
+
+def latent_bounds(diffae: nn.Module) -> Optional[tuple[float, float]]:
+    """The range of the latents the DiffAE's encoder produces ((-1, 1) behind a TanhBottleneck), None if unbounded.
+
+    The decoder only ever saw latents in that range; DiffGen samples (with CFG above all) overshoot it, e.g.
+    |latent| up to 3 at CFG 3 in the demo, where real latents are tanh-saturated at +-1.
+    """
+    bottlenecks = getattr(getattr(diffae, "encoder", None), "bottlenecks", None) or []
+    return (-1.0, 1.0) if any(isinstance(b, TanhBottleneck) for b in bottlenecks) else None
 
 
 def latent_saturation(diffae: nn.Module, latent: Tensor) -> Optional[float]:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from main.files import PathLike
 
 from ..resumable import ResumableDataLoader, loader_generator
-from ..samplers import EpochShuffleSampler
+from ..samplers import EpochShuffleSampler, select_per_species
 from .format import LABELS_FILE, LATENTS_FILE, TEXT_OFFSETS_FILE, TEXT_TOKENS_FILE, read_items, read_meta
 
 
@@ -157,8 +157,6 @@ class LatentDataModule(pl.LightningDataModule):
                       seed: int = 0) -> list[dict[str, Any]]:
         """Start crops of up to `per_species` recordings per species of `split` with their cached text embedding,
         'text' and 'sci_name' (what `main.callbacks.LatentSpeciesCallback` fits and prompts with)."""
-        from main.analysis.latent_species import select_per_species
-
         dataset = LatentDataset(self.store, split, self.latent_length, random_crop=False, seed=self.hparams.seed)
         names = [str(item.get("sci_name", "")) for item in dataset.items]
         return [{**dataset[i], "sci_name": names[i]} for i in select_per_species(names, per_species, max_species,

@@ -1,0 +1,70 @@
+"""How the networks are called: DiffGen's velocity with masked text cross-attention, its classifier-free-guidance
+'no text' inputs, and the factor each diffusion scales its data by. Training and generation share these."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from audio_diffusion_pytorch import DiffusionModel
+from torch import Tensor, nn
+
+from main.attention import embedding_mask
+
+
+def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
+    """The learned embedding that replaces the text for classifier-free guidance (a-unet's FixedEmbedding)."""
+    embeddings = [m for m in diffgen.modules() if isinstance(m, nn.Embedding)]
+    if len(embeddings) != 1:
+        raise TypeError(f"expected one CFG embedding in DiffGen, found {len(embeddings)}")
+    return embeddings[0]
+
+
+def diffgen_velocity(
+    diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor],
+    self_condition: Optional[Tensor] = None,
+) -> Tensor:
+    """DiffGen's velocity prediction; the text padding is masked out of cross-attention unless the model was
+    trained attending to it (`text_padding: attend`). A self-conditioned DiffGen also takes its previous clean
+    estimate (`self_condition`; None: zeros)."""
+    if text_padding_mode(diffgen) == "attend":
+        mask = None
+    kwargs = {}
+    if is_self_conditioned(diffgen):
+        kwargs["self_condition"] = self_condition
+    elif self_condition is not None:
+        raise ValueError("a self_condition estimate was given to a DiffGen built without model.self_condition")
+    with embedding_mask(diffgen, mask):
+        return diffgen.net(x, sigmas, embedding=embedding, **kwargs)
+
+
+def is_self_conditioned(diffgen: nn.Module) -> bool:
+    """Whether `diffgen` was built with `self_condition: true` (its U-Net also sees its previous estimate)."""
+    return bool(getattr(diffgen, "config", {}).get("self_condition", False))
+
+
+def text_padding_mode(diffgen: nn.Module) -> str:
+    """How `diffgen` treats text padding ("mask" unless its config says otherwise)."""
+    return str(getattr(diffgen, "config", {}).get("text_padding", "mask"))
+
+
+def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+    """The CFG 'no text' embedding [batch, length, features] and its all-true mask."""
+    table = cfg_unconditional_embedding(diffgen).weight
+    embedding = table[:length].unsqueeze(0).expand(batch_size, -1, -1)
+    return embedding, torch.ones(batch_size, length, dtype=torch.bool, device=table.device)
+
+
+def diffgen_data_scale(diffgen: nn.Module) -> float:
+    """The factor DiffGen's diffusion scales DiffAE latents by (`data_scale` of its config; 1 for the seed's).
+
+    Below 1 it shifts the noise schedule towards more noise relative to the data: DiffAE latents are nearly
+    piecewise constant (a sign change in under 2% of frames), so neighbouring frames average the noise away and
+    most of the schedule would otherwise train on nearly clean inputs.
+    """
+    return float(getattr(diffgen, "config", {}).get("data_scale", 1.0))
+
+
+def diffae_data_scale(diffae: nn.Module) -> float:
+    """The factor between audio and what the DiffAE decoder diffuses (1.0 for models without one)."""
+    return float(getattr(diffae, "config", {}).get("data_scale", 1.0))
