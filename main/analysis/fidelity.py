@@ -166,8 +166,9 @@ def _by_species(features: Sequence[ClipFeatures], species: Sequence[str]) -> dic
 def noise_floor(features: Sequence[ClipFeatures], species: Sequence[str], reference: Sequence[ClipFeatures],
                 reference_species: Sequence[str], bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The set's noise floor (below its syllables) against the real clips of the same species, in dB (mean over
-    clips of their floor minus the median real floor of their species), with a bootstrap 95% interval over clips."""
-    real = {s: float(np.median([f.floor_db for f in group]))
+    clips of their floor minus the mean real floor of their species: 0 for the real clips themselves), with a
+    bootstrap 95% interval over clips."""
+    real = {s: float(np.mean([f.floor_db for f in group]))
             for s, group in _by_species(reference, reference_species).items()}
     differences = np.array([f.floor_db - real[str(s)] for f, s in zip(features, species) if str(s) in real])
     if len(differences) == 0:
