@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,7 +16,8 @@ from main.nets.lengths import (
     diffgen_length_multiple,
     unet_length_multiple,
 )
-from main.text import TEXT_PADDING_MODES
+from main.nets.rules import check_data_scale, check_text_length, check_text_source
+from main.text import check_text_padding
 
 
 def package_dir(package: str, *parts: str) -> str:
@@ -135,8 +136,7 @@ def validate_config(cfg: DictConfig) -> None:
         _check_lengths(g, ("channels", "factors", "items", "attentions", "cross_attentions"), "model.model")
         if not isinstance(g["patch_size"], int) or g["patch_size"] < 1:
             raise ConfigError(f"model.model.patch_size must be an integer >= 1, got {g['patch_size']!r}")
-        if not isinstance(g["data_scale"], (int, float)) or not g["data_scale"] > 0:
-            raise ConfigError(f"model.model.data_scale must be a number > 0, got {g['data_scale']!r}")
+        _apply_rule(check_data_scale, "model.model.", g)
         for key in ("text_modulation", "rotary_positions", "self_condition"):
             if not isinstance(g[key], bool):
                 raise ConfigError(f"model.model.{key} must be true or false, got {g[key]!r}")
@@ -147,20 +147,22 @@ def validate_config(cfg: DictConfig) -> None:
                 f"(model.model.patch_size {g['patch_size']} x model.model.factors {g['factors']}) cannot divide: "
                 f"use a multiple of {factor * multiple} samples"
             )
-        if g["text_padding"] not in TEXT_PADDING_MODES:
-            raise ConfigError(f"model.model.text_padding must be one of {TEXT_PADDING_MODES}, got {g['text_padding']!r}")
-        if g["text_padding"] == "attend" and data.get("preencoded") is not None:
-            raise ConfigError("model.model.text_padding=attend with datamodule.preencoded: pre-encoded data stores "
-                              "no padding embeddings; train from audio and text, or use text_padding=mask")
-        max_len = int(cfg.model.get("text_encoder_max_length", 128))
-        if max_len > int(g["embedding_max_length"]):
-            raise ConfigError(
-                f"model.text_encoder_max_length={max_len} exceeds model.model.embedding_max_length="
-                f"{g['embedding_max_length']}"
-            )
+        _apply_rule(check_text_padding, "model.model.", g["text_padding"])
+        _apply_rule(check_text_source, "", g["text_padding"], data.get("preencoded") is not None)
+        _apply_rule(check_text_length, "", int(cfg.model.get("text_encoder_max_length", 128)),
+                    g["embedding_max_length"])
     ckpt = cfg.get("ckpt")
     if ckpt not in (None, "last"):
         _require_file(ckpt, "ckpt", "checkpoint to resume from")
+
+
+def _apply_rule(rule: Callable[..., Any], key_prefix: str, *args: Any) -> None:
+    """Run a rule of main.nets.rules / main.text (shared with model construction) as a start-up check: its
+    ValueError becomes a ConfigError, the message prefixed with where the setting sits in the config."""
+    try:
+        rule(*args)
+    except ValueError as error:
+        raise ConfigError(f"{key_prefix}{error}") from error
 
 
 def _checked(defaults: dict, overrides: dict, key: str) -> dict:
@@ -179,6 +181,7 @@ def _check_lengths(c: dict, names: tuple[str, ...], key: str) -> None:
 def _validate_diffae(model_cfg: Any, crop: int, key: str) -> None:
     c = _checked(DIFFAE_CONFIG, dict(model_cfg), key)
     _check_lengths(c, ("channels", "factors", "items"), key)
+    _apply_rule(check_data_scale, f"{key}.", c)
     if not 0 <= c["inject_depth"] < len(c["channels"]):
         raise ConfigError(f"{key}.inject_depth={c['inject_depth']} must index {key}.channels")
     multiple = unet_length_multiple(c["factors"], c["lt_stride"])

@@ -112,3 +112,25 @@ def test_demo_pre_encodes_with_the_experiments_text_encoder(size):
     args = text_encoder_args([f"exp=diffgen_{size}_preencoded"])
     assert args == ["--text-encoder", model.text_encoder, "--max-length", str(model.text_encoder_max_length)]
     assert model.text_encoder_max_length == model.model.embedding_max_length
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("model.model.data_scale", 0, r"model\.model\.data_scale must be a number > 0, got 0"),
+    ("model.model.text_padding", "pad", r"model\.model\.text_padding must be one of"),
+    ("model.text_encoder_max_length", 64, r"model\.text_encoder_max_length=64 exceeds model\.model\.embedding_max_"),
+])
+def test_a_rule_checked_at_start_up_is_the_one_construction_checks(tmp_path, setting, value, message,
+                                                                   tiny_diffgen_config, tiny_diffae_config,
+                                                                   text_encoder_path):
+    """validate_config names the key; building the model from Python (no config) runs the same rule."""
+    from main.nets.builders import build_diffgen
+
+    with pytest.raises(ConfigError, match="^" + message):
+        validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", f"{setting}={value}"))
+    rule = message.removeprefix(r"model\.model\.")  # the builder does not know where its settings sit
+    with pytest.raises(ValueError, match=rule):
+        if setting.startswith("model.model."):
+            build_diffgen(**{**tiny_diffgen_config, setting.rpartition(".")[2]: value})
+        else:
+            DiffGen(model=tiny_diffgen_config, autoencoder_model=tiny_diffae_config, text_encoder=text_encoder_path,
+                    text_encoder_max_length=value, sample_rate=16000)

@@ -14,13 +14,8 @@ from main.modules.losses import text_conditional_loss
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 from main.nets.pretrained import load_diffae
+from main.nets.rules import check_text_length, check_text_source
 from main.text import FrozenTextEncoder
-
-_ATTEND_NEEDS_TEXT = (
-    "model.model.text_padding=attend needs the text encoder's padding embeddings, which pre-encoded data does not "
-    "store: train from audio and text (a datamodule without `preencoded`) or use text_padding=mask"
-)
-
 
 class DiffGen(EMADiffusionModule):
     """Text-conditional latent diffusion: frozen text encoder + frozen DiffAE encoder feed a DiffGen U-Net."""
@@ -67,11 +62,7 @@ class DiffGen(EMADiffusionModule):
                 f"model.model.embedding_features={features} but text encoder {c.text_encoder!r} gives "
                 f"{self.text_encoder.features}-d embeddings"
             )
-        if c.text_encoder_max_length > self.model_config("embedding_max_length"):
-            raise ValueError(
-                f"model.text_encoder_max_length={c.text_encoder_max_length} exceeds "
-                f"model.model.embedding_max_length={self.model_config('embedding_max_length')}"
-            )
+        check_text_length(c.text_encoder_max_length, self.model_config("embedding_max_length"))
         latent_channels = self.autoencoder.encoder.out_channels
         if latent_channels != self.model_config("in_channels"):
             raise ValueError(
@@ -104,8 +95,7 @@ class DiffGen(EMADiffusionModule):
         with torch.no_grad():
             latent = batch["latent"] if "latent" in batch else self.autoencoder.encode(batch["audio"])
             if "embedding" in batch:
-                if self.model_config("text_padding") == "attend":
-                    raise ValueError(_ATTEND_NEEDS_TEXT)
+                check_text_source(self.model_config("text_padding"), preencoded=True)
                 embedding, mask = batch["embedding"].float(), batch["embedding_mask"].bool()
             else:
                 embedding, mask = self.text_encoder(batch["text"])

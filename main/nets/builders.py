@@ -12,6 +12,7 @@ from main.attention import enable_masked_attention
 from main.nets import defaults
 from main.nets.fourier import init_lt_fourier_
 from main.nets.patching import FramePatchedNet
+from main.nets.rules import check_data_scale
 from main.nets.self_condition import SelfConditionedNet
 from main.nets.text_modulation import PooledTextModulation
 from main.text import check_text_padding
@@ -22,6 +23,7 @@ from main.text import check_text_padding
 def build_diffae(**overrides: Any) -> DiffusionAE:
     """A DiffAE with the seed's architecture, any hyper-parameter of `DIFFAE_CONFIG` overridden."""
     c = defaults.merged_config(defaults.DIFFAE_CONFIG, overrides)
+    check_data_scale(c)
     model = DiffusionAE(
         net_t=LTPlugin(UNetV0, num_filters=c["lt_num_filters"], window_length=c["lt_window_length"],
                        stride=c["lt_stride"]),
@@ -43,8 +45,6 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
         ),
         inject_depth=c["inject_depth"],
     )
-    if not c["data_scale"] > 0:
-        raise ValueError(f"model.data_scale must be > 0, got {c['data_scale']!r}")
     if c["lt_init"] == "fourier":
         init_lt_fourier_(model, c["lt_num_filters"], c["lt_window_length"], c["lt_stride"])
     elif c["lt_init"] != "random":
@@ -59,8 +59,7 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
     self-attention rotary position embeddings, `self_condition` its input the previous clean estimate."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
-    if not c["data_scale"] > 0:
-        raise ValueError(f"model.model.data_scale must be > 0, got {c['data_scale']!r}")
+    check_data_scale(c)
     patch_size = int(c["patch_size"])
     net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
     if c["self_condition"]:
