@@ -148,3 +148,14 @@ def test_evaluate_sets_reports_fidelity_without_birdnet(tmp_path):
     fidelity = results["loud"]["fidelity"]
     assert fidelity["clipped_fraction"] == 1.0 and fidelity["fad_birdnet_ratio"] is None
     assert fidelity["rhythm_n_species"] == 10 and fidelity["n_clips"] == 10
+
+
+def test_fast_frechet_to_a_reference_agrees_with_scipy_sqrtm():
+    from main.analysis.fad import FrechetToReference, frechet_distance, gaussian_stats
+
+    rng = np.random.default_rng(1)
+    for n_ref, n_set, dim in ((300, 200, 16), (40, 30, 64)):  # full-rank, then singular covariances (N < dim)
+        reference = gaussian_stats(rng.standard_normal((n_ref, dim)))
+        other = gaussian_stats(0.7 * rng.standard_normal((n_set, dim)) + 0.2)
+        expected = frechet_distance(other.mu, other.sigma, reference.mu, reference.sigma)
+        assert FrechetToReference(reference).distance(other) == pytest.approx(expected, rel=1e-6)

@@ -107,6 +107,24 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
+class FrechetToReference:
+    """Fréchet distances of many sets to one reference Gaussian, fast: with A = sqrtm(S_ref) (symmetric, from an
+    eigendecomposition, once), Tr sqrtm(S S_ref) = Tr sqrtm(A S A), a symmetric PSD matrix whose eigenvalues
+    `numpy.linalg.eigvalsh` gives in a fraction of `scipy.linalg.sqrtm`'s time. Agrees with `frechet_distance`."""
+
+    def __init__(self, reference: GaussianStats):
+        self.reference = reference
+        values, vectors = np.linalg.eigh(reference.sigma)
+        self.sqrt_sigma = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+    def distance(self, stats: GaussianStats) -> float:
+        """Fréchet distance of `stats` to the reference."""
+        diff = stats.mu - self.reference.mu
+        inner = self.sqrt_sigma @ stats.sigma @ self.sqrt_sigma
+        trace_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
+        return float(diff @ diff + np.trace(stats.sigma) + np.trace(self.reference.sigma) - 2.0 * trace_sqrt)
+
+
 def fad_from_stats(a: GaussianStats, b: GaussianStats) -> dict[str, Any]:
     """The distance between two summarised sets, with the N behind it."""
     return {"fad": frechet_distance(a.mu, a.sigma, b.mu, b.sigma), "n_a": a.n, "n_b": b.n,

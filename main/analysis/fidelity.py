@@ -240,13 +240,14 @@ def fad_ratio(embeddings: np.ndarray, species: Sequence[str], reference: np.ndar
               seed: int = 0) -> dict[str, Any]:
     """FAD of `embeddings` to `test` over the floor: the mean FAD to `test` of reference subsets with the same
     species mix and N. The interval is the 2.5-97.5 percentile range of FAD / floor over the subsets."""
-    from main.analysis.fad import fad_from_embeddings
+    from main.analysis.fad import FrechetToReference, gaussian_stats
 
-    fad = fad_from_embeddings(embeddings, test)["fad"]
+    to_test = FrechetToReference(gaussian_stats(test))
+    fad = to_test.distance(gaussian_stats(embeddings))
     subsets = [idx for idx in matched_subsets(species, reference_species, repeats, seed) if len(idx) > 1]
     if not subsets:
         return {"fad": fad, "floor": None, "ratio": None, "ci95": None, "n": len(embeddings), "n_floor": 0}
-    floors = np.array([fad_from_embeddings(reference[idx], test)["fad"] for idx in subsets])
+    floors = np.array([to_test.distance(gaussian_stats(reference[idx])) for idx in subsets])
     ratios = fad / floors
     return {"fad": fad, "floor": float(floors.mean()), "ratio": fad / float(floors.mean()),
             "ci95": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))],
