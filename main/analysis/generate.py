@@ -59,12 +59,9 @@ def load_sampler(diffae: PathLike, diffgen: PathLike, text_encoder: Optional[str
 def decode_latents_seeded(diffae: Any, latent: Tensor, generators: Sequence[torch.Generator], num_steps: int,
                           sampler: str = "ddim") -> Tensor:
     """`decode_latent` with each clip's decoding noise drawn from its own generator."""
-    from main.diffusion import row_noise
     from main.inference.decoding import decode_latent
 
-    length = latent.shape[2] * diffae.latent_factor
-    noise = row_noise(generators, (diffae.in_channels, length), latent.device).to(latent.dtype)
-    return decode_latent(diffae, latent, num_steps, sampler, noise=noise, generators=generators)
+    return decode_latent(diffae, latent, num_steps, sampler, generators=generators)
 
 
 def _write_wav(path: Path, audio: Tensor, sample_rate: int) -> None:

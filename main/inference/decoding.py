@@ -9,6 +9,7 @@ from audio_diffusion_pytorch import DiffusionAE
 from torch import Tensor
 
 from main.audio import limit_peak
+from main.diffusion import row_noise
 from main.diffusion import sample as run_sampler
 from main.nets.bottleneck import latent_bounds
 from main.nets.conditioning import diffae_data_scale
@@ -43,7 +44,9 @@ def decode_latent(
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths). Latents
     are first clamped to the range the encoder's bottleneck produces (a generated latent can overshoot it).
-    A stochastic sampler draws row i's step noise from `generators[i]` (else from `generator`). The sampler runs
+    With `generators`, row i draws its starting noise (unless `noise` is given) and a stochastic sampler's step
+    noise from `generators[i]`, so a clip's audio does not depend on its batch; else both come from `generator`
+    (torch's global RNG when None), the starting noise as one draw for the batch. The sampler runs
     on the schedule of power `sigma_power`; each clip is then scaled down to peak at most `peak` (None: as decoded).
     Every entry point (CombinedSampler, `main.sample`, the web UI, `main.analysis`, training previews) decodes
     here, so all of them write the same audio.
@@ -51,8 +54,8 @@ def decode_latent(
     bounds = latent_bounds(diffae)
     if bounds is not None:
         latent = latent.clamp(*bounds)
-    if noise is None:  # else the caller drew it (e.g. one generator per clip)
-        noise = decoding_noise(diffae, latent, generator)
+    if noise is None:
+        noise = decoding_noise(diffae, latent, generator, generators)
     channels = [None] * diffae.inject_depth + [latent]
     if generators is None and generator is not None:
         generators = [generator] * noise.shape[0]
@@ -62,8 +65,11 @@ def decode_latent(
     return audio if peak is None else limit_peak(audio, peak)
 
 
-def decoding_noise(diffae: DiffusionAE, latent: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """The starting noise for decoding `latent` [batch, channels, frames]: one audio-length draw per batch row."""
-    length = latent.shape[2] * diffae.latent_factor
-    return torch.randn((latent.shape[0], diffae.in_channels, length), device=latent.device, dtype=latent.dtype,
-                       generator=generator)
+def decoding_noise(diffae: DiffusionAE, latent: Tensor, generator: Optional[torch.Generator] = None,
+                   generators: Optional[Sequence[Optional[torch.Generator]]] = None) -> Tensor:
+    """The starting noise for decoding `latent` [batch, channels, frames], audio-length: row i drawn from
+    `generators[i]` (per clip, `main.diffusion.row_noise`) when given, else one draw for the batch from `generator`."""
+    shape = (diffae.in_channels, latent.shape[2] * diffae.latent_factor)
+    if generators is not None:
+        return row_noise(generators, shape, latent.device, latent.dtype)
+    return torch.randn((latent.shape[0], *shape), device=latent.device, dtype=latent.dtype, generator=generator)

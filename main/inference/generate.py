@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from main.diffusion import row_noise
-from main.inference.decoding import decode_latent, decoding_noise
+from main.inference.decoding import decode_latent
 from main.inference.guidance import generate_latent
 
 
@@ -62,8 +62,7 @@ def generate_audio(
         noise = row_noise(chunk_generators, (model.latent_channels, latent_length), model.device)
         latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
                                  show_progress, generators=chunk_generators)
-        noise = torch.cat([decoding_noise(model.diffae, latent[i:i + 1], g) for i, g in enumerate(chunk_generators)])
         audio.append(decode_latent(model.diffae, latent, decoding_steps, decoding_sampler or sampler,
-                                   show_progress=show_progress, noise=noise, generators=chunk_generators))
+                                   show_progress=show_progress, generators=chunk_generators))
         latents.append(latent)
     return torch.cat(audio), torch.cat(latents)
