@@ -12,13 +12,12 @@ from audio_diffusion_pytorch import DiffusionAE, DiffusionModel
 from torch import Tensor, nn
 
 from main.diffusion import add_noise
-from main.diffusion import sample as run_sampler
 from main.files import PathLike
 from main.hub import load_local_first
 from main.inference.decoding import decode_latent
 from main.inference.device import resolve_device
 from main.inference.generate import clip_generators, generate_audio
-from main.inference.guidance import diffgen_data_scale, guided_velocity_fn, text_padding_mode
+from main.inference.guidance import diffgen_data_scale, generate_latent, text_padding_mode
 from main.nets import defaults
 from main.nets.lengths import diffae_audio_multiple, diffgen_length_multiple
 from main.nets.weights import get_default_diffae, get_default_diffgen, load_model, model_state_dict
@@ -109,13 +108,11 @@ class CombinedSampler(nn.Module):
         padded = torch.nn.functional.pad(audio, (0, frames * self.diffae.latent_factor - audio.shape[-1]))
         latent = self.diffae.encode(padded.to(self.device))
         embedding, mask = self.text_encoder(texts)
-        scale = diffgen_data_scale(self.diffgen)
-        start = add_noise(latent * scale, strength, generator)
-        velocity = guided_velocity_fn(self.diffgen, embedding, mask, embedding_scale)
+        start = add_noise(latent * diffgen_data_scale(self.diffgen), strength, generator)
         steps = max(1, round(sampling_steps * strength))
         generators = None if generator is None else [generator] * start.shape[0]
-        new_latent = run_sampler(velocity, start, steps, sampler, show_progress, sigma_start=strength,
-                                 generators=generators) / scale
+        new_latent = generate_latent(self.diffgen, embedding, mask, start, steps, embedding_scale, sampler,
+                                     show_progress, generators, sigma_start=strength)
         out = decode_latent(self.diffae, new_latent, decoding_steps, sampler, generator, show_progress)
         return out[..., : audio.shape[-1]]
 
