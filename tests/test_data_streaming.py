@@ -229,7 +229,7 @@ def test_cli_and_sizes(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(ValueError):
         parse_size("lots")
     out = tmp_path / "cli"
-    args = ["--manifest", str(manifest), "--out", str(out), "--splits", "valid", "--max-shard-bytes", "64K",
+    args = ["--manifest", str(manifest), "--out", str(out), "--splits", "valid", "--chunk-bytes", "64K",
             "--sample-rate", "16000", "--channels", "1", "--quiet"]
     assert shard_cli.main(args) == 0
     assert "valid: 4 clips" in capsys.readouterr().out
@@ -239,3 +239,6 @@ def test_cli_and_sizes(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert shard_cli.main(args + ["--overwrite", "--max-clips-per-chunk", "1"]) == 0
     assert read_dataset_info(out)["splits"]["valid"]["chunks"] == 4
     assert shard_cli.main(["--manifest", str(manifest), "--out", "s3://bucket/x", "--quiet"]) == 2
+    for removed in ("--max-shard-bytes", "--max-clips-per-shard"):  # the old names of --chunk-bytes, -per-chunk
+        with pytest.raises(SystemExit):
+            shard_cli.main(["--manifest", str(manifest), "--out", str(out), removed, "1"])

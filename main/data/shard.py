@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, help="convert to this many channels (default: keep)")
     parser.add_argument("--keep-original", action="store_true",
                         help="store the original file bytes (decoded when read) instead of int16 samples")
-    parser.add_argument("--max-clips-per-chunk", "--max-clips-per-shard", dest="chunk_size", type=int,
+    parser.add_argument("--max-clips-per-chunk", dest="chunk_size", type=int,
                         help="close a chunk after this many clips (instead of --chunk-bytes)")
-    parser.add_argument("--chunk-bytes", "--max-shard-bytes", dest="chunk_bytes", type=parse_size,
+    parser.add_argument("--chunk-bytes", dest="chunk_bytes", type=parse_size,
                         default=64 * 2**20, help="close a chunk at this size: 64M, 1G or a byte count (default 64M)")
     parser.add_argument("--no-shuffle", action="store_true", help="keep manifest order (default: seeded shuffle)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
