@@ -95,6 +95,28 @@ def test_checkpoints_name_no_class_of_this_package(tmp_path, tiny_diffae_config)
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["hyper_parameters"]["kind"] == "diffae"
 
 
+def test_rng_states_are_saved_per_rank_and_the_older_single_copy_still_restores(tiny_diffae_config):
+    """Checkpoints store every rank's RNG states only; a checkpoint written before that, holding one
+    single-process copy under "rng_states", still resumes the random streams exactly."""
+    import random
+
+    import numpy as np
+
+    module = make_dmae(tiny_diffae_config)
+    checkpoint = {"state_dict": module.state_dict(), "global_step": 0}
+    module.on_save_checkpoint(checkpoint)
+    expected = (torch.rand(3), np.random.rand(2), random.random())
+    assert "rng_states" not in checkpoint and len(checkpoint["rng_states_per_rank"]) == 1
+    older = {**{k: v for k, v in checkpoint.items() if k != "rng_states_per_rank"},
+             "rng_states": checkpoint["rng_states_per_rank"][0]}
+    for saved in (checkpoint, older):
+        pl.seed_everything(123)
+        module.on_load_checkpoint(saved)
+        restored = (torch.rand(3), np.random.rand(2), random.random())
+        assert torch.equal(restored[0], expected[0]) and np.array_equal(restored[1], expected[1])
+        assert restored[2] == expected[2]
+
+
 def test_export_holds_ema_weights(tmp_path, tiny_diffae_config):
     pl.seed_everything(0)
     module = make_dmae(tiny_diffae_config)

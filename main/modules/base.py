@@ -242,10 +242,8 @@ class EMADiffusionModule(pl.LightningModule):
         # Skipped items are counted per rank (each rank reads its own share of the data).
         checkpoint["counters_per_rank"] = gather_from_ranks(
             {"skipped_data_items": self.skipped_data_items, "skipped_by_reason": dict(self.skipped_by_reason)})
-        # Every rank's RNG states (rank 0's also as "rng_states", the single-process layout older code reads).
-        per_rank = collect_rank_rng_states()  # a collective under DDP: Lightning dumps checkpoints on all ranks
-        checkpoint["rng_states"] = per_rank[0]
-        checkpoint["rng_states_per_rank"] = per_rank
+        # Every rank's RNG states (a collective under DDP: Lightning dumps checkpoints on all ranks).
+        checkpoint["rng_states_per_rank"] = collect_rank_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore counters and each rank's RNG states; with another world size than the saved one, DDP ranks are
@@ -259,16 +257,20 @@ class EMADiffusionModule(pl.LightningModule):
             mine = per_rank[this_rank()]
             self.skipped_data_items = int(mine["skipped_data_items"])
             self.skipped_by_reason = {str(k): int(v) for k, v in mine["skipped_by_reason"].items()}
-        if "rng_states_per_rank" in checkpoint and restore_rank_rng_states(checkpoint["rng_states_per_rank"]):
+        rng_per_rank = checkpoint.get("rng_states_per_rank")
+        if rng_per_rank is not None and restore_rank_rng_states(rng_per_rank):
             return
-        if "rng_states" not in checkpoint:
+        # Rank 0's states: another world size saved the per-rank ones, or checkpoints written before them hold a
+        # single-process copy ("rng_states", no longer written).
+        single = rng_per_rank[0] if rng_per_rank else checkpoint.get("rng_states")
+        if single is None:
             return
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
             step = int(checkpoint.get("global_step", 0))
             pl.seed_everything(self.hparams.validation_seed + step * world + rank + 1, workers=True, verbose=False)
         else:
-            restore_rng_states(checkpoint["rng_states"])
+            restore_rng_states(single)
 
     # -- previews (used by main.callbacks.AudioPreviewCallback) ---------------------------------------------
 
