@@ -16,7 +16,7 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     report = demo_main(["--fast", "--out", str(tmp_path), "--per-species", "2", "--steps", "4"])
     text = report.read_text()
     assert "kNN top-1" in text and "latent top-1" in text and "generated (CFG 1)" in text
-    assert "latent timing" in text
+    assert "FAD BirdNET / floor" in text and "noise floor vs real" in text and "rhythm: species within 20%" in text
     assert "Training stages" in text and "Text adherence during training" in text
     assert {"spectrograms.png", "per_species.png", "learning_curve.png"} <= {p.name for p in report.parent.iterdir()}
     clips = sorted((tmp_path / "eval/generated").glob("*.wav"))
@@ -26,6 +26,13 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
         losses = logged(tmp_path / stage, "valid/loss")
         assert len(losses) >= 4 and losses[-1] < factor * losses[0], (stage, losses)
     results = json.loads((report.parent / "metrics.json").read_text())["results"]
+    # the fidelity figures of every set, under the keys scripts read
+    for name in ("generated", "generated (CFG 1)", "reconstructions", "real test", "real train"):
+        fidelity = results[name]["fidelity"]
+        assert {"fad_birdnet_ratio", "clipped_fraction", "noise_floor_db_vs_real", "rhythm_species_within_20pct",
+                "rhythm_n_species"} <= set(fidelity), name
+        assert fidelity["clipped_fraction"] == 0.0, name  # the written audio is levelled, never clipped
+    assert abs(results["real train"]["fidelity"]["fad_birdnet_ratio"] - 1.0) < 1e-6  # the reference is its own floor
     assert results["real test"]["knn"]["accuracy"] >= 0.8  # BirdNET + kNN tell the real species apart
     for name in ("generated", "generated (CFG 1)"):
         probe = results[name]["latent_species"]
