@@ -35,6 +35,8 @@ def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False
     config["model"] = dict(model.config)
     config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
                   **(extra or {}))
+    if "training_files" in raw:  # each training recording's path, species and SHA-256
+        config["trained_on"] = raw["training_files"]
     return write_export(tensors, config, output, half)
 
 

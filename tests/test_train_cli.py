@@ -58,6 +58,8 @@ def test_every_experiment_composes_and_validates(exp, tmp_path):
         cfg.datamodule.preencoded = str(tmp_path)
     if cfg.model.get("autoencoder") not in (None, "pretrained"):
         cfg.model.autoencoder = None
+    if cfg.model.get("init_from") not in (None, "pretrained"):  # a file shipped in the repository (pretrained/)
+        cfg.model.init_from = str(ROOT / Path(cfg.model.init_from).relative_to(tmp_path))
     validate_config(cfg)
     assert cfg.model.sample_rate == cfg.datamodule.sample_rate
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pathlib import Path
@@ -16,7 +17,10 @@ from main.checkpointing import AtomicCheckpointIO
 from main.export import export_checkpoint
 from main.models import DIFFAE_CONFIG, get_default_diffae, get_default_diffgen, model_state_dict
 from main.modules import DMAE, DiffGen
+from main.data.datamodule import BirdSoundDataModule
+from main.data.manifest import read_manifest
 from tests.conftest import ToneDataset, collate
+from tests.data_helpers import CROP, SR, small_synthetic_manifest
 
 
 def make_trainer(tmp: Path, max_steps: int, every: int = 4, **kwargs) -> pl.Trainer:
@@ -141,6 +145,24 @@ def test_export_holds_ema_weights(tmp_path, tiny_diffae_config):
     for key, value in get_default_diffae(half).state_dict().items():
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, ema[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_export_lists_the_sha256_of_every_training_recording(tmp_path, tmp_path_factory, tiny_diffae_config):
+    """The export says what the model was trained on: each training-split file with its SHA-256, and no held-out one."""
+    manifest = small_synthetic_manifest(tmp_path_factory)
+    data = BirdSoundDataModule(str(manifest), sample_rate=SR, crop_length=CROP, batch_size=4, num_workers=0,
+                               persistent_workers=False, pin_memory=False)
+    pl.seed_everything(0)
+    make_trainer(tmp_path, 2, every=2, limit_val_batches=0).fit(make_dmae(tiny_diffae_config), datamodule=data)
+    _, sidecar = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "export/diffae")
+    trained_on = json.loads(sidecar.read_text())["trained_on"]
+    rows = read_manifest(manifest)
+    train = {row["file"]: row for row in rows if row["split"] == "train"}
+    assert sorted(item["file"] for item in trained_on) == sorted(train)
+    for item in trained_on:
+        assert item["sha256"] == hashlib.sha256(Path(train[item["file"]]["path"]).read_bytes()).hexdigest()
+        assert item["sci_name"] == train[item["file"]]["sci_name"]
+    assert len(train) < len(rows)  # valid and test recordings exist and are not listed
 
 
 class PoisonedDataset(ToneDataset):

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..provenance import file_sha256
 from .audio import load_recording
 from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
@@ -96,6 +97,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.silence_dbfs = silence_dbfs
         self._manifest_path: Optional[Path] = None
         self._rows: Optional[list[dict[str, Any]]] = None
+        self._training_files: Optional[list[dict[str, Any]]] = None
         self.datasets: dict[str, Any] = {}  # AudioDataset, or StreamingAudioDataset with `stream`
 
     # ------------------------------------------------------------------ manifest
@@ -130,6 +132,18 @@ class BirdSoundDataModule(pl.LightningDataModule):
     def _split_rows(self, split: str) -> list[dict[str, Any]]:
         """Rows of one split."""
         return [row for row in self._all_rows() if row["split"] == split]
+
+    def training_files(self) -> Optional[list[dict[str, Any]]]:
+        """Each training recording's manifest path, species and SHA-256 (recorded in checkpoints and exports, so
+        anyone can check what a model was trained on); None for a streamed data set, whose files are not local."""
+        if self.stream is not None:
+            return None
+        if self._training_files is None:
+            self._training_files = [
+                {"file": str(row["file"]), "sci_name": str(row.get("sci_name", "")), "sha256": file_sha256(row["path"])}
+                for row in self._split_rows(self.train_split)
+            ]
+        return self._training_files
 
     @property
     def num_train_clips(self) -> int:

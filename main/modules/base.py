@@ -244,6 +244,11 @@ class EMADiffusionModule(pl.LightningModule):
             {"skipped_data_items": self.skipped_data_items, "skipped_by_reason": dict(self.skipped_by_reason)})
         # Every rank's RNG states (a collective under DDP: Lightning dumps checkpoints on all ranks).
         checkpoint["rng_states_per_rank"] = collect_rank_rng_states()
+        training_files = getattr(getattr(self._trainer, "datamodule", None), "training_files", None)
+        if callable(training_files) and self.trainer.is_global_zero:  # only rank 0 writes the file
+            files = training_files()
+            if files is not None:
+                checkpoint["training_files"] = files
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore counters and each rank's RNG states; with another world size than the saved one, DDP ranks are
