@@ -25,37 +25,19 @@ class MaskState:
         self.mask: Optional[Tensor] = None
 
 
-def rotate_positions(x: Tensor, base: float = 10000.0) -> Tensor:
-    """Rotary position embedding (RoFormer) of queries or keys [batch, heads, positions, features]: pairs of
-    features rotated by position-proportional angles, so that q.k depends on the positions' difference only."""
-    n, d = x.shape[-2], x.shape[-1]
-    if d % 2:
-        raise ValueError(f"rotary position embedding needs an even number of attention features, got {d}")
-    inverse = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * inverse[None, :]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
-
-
 class SDPAttentionCore(nn.Module):
-    """Multi-head attention core on `F.scaled_dot_product_attention`, parameter-compatible with a-unet's;
-    `rotary` adds rotary position embeddings to queries and keys (self-attention only: a-unet's has none)."""
+    """Multi-head attention core on `F.scaled_dot_product_attention`, parameter-compatible with a-unet's."""
 
-    def __init__(self, to_out: nn.Linear, num_heads: int, mask_state: Optional[MaskState] = None,
-                 rotary: bool = False):
+    def __init__(self, to_out: nn.Linear, num_heads: int, mask_state: Optional[MaskState] = None):
         super().__init__()
         # a-unet stores the output projection as `blocks.0`; keep that name so state dicts stay compatible.
         self.blocks = nn.ModuleList([to_out])
         self.num_heads = num_heads
         self.mask_state = mask_state
-        self.rotary = rotary
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Attend q to k/v, masking padded keys when a cross-attention mask is set."""
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v))
-        if self.rotary:
-            q, k = rotate_positions(q), rotate_positions(k)
         attn_mask = None
         if self.mask_state is not None and self.mask_state.mask is not None:
             mask = self.mask_state.mask
@@ -68,9 +50,8 @@ class SDPAttentionCore(nn.Module):
         return self.blocks[0](rearrange(out, "b h n d -> b n (h d)"))
 
 
-def enable_masked_attention(model: nn.Module, num_heads: int, rotary: bool = False) -> MaskState:
-    """Replace every a-unet attention core in `model` by an SDPA core; cross-attention gets a shared mask,
-    self-attention, with `rotary`, rotary position embeddings."""
+def enable_masked_attention(model: nn.Module, num_heads: int) -> MaskState:
+    """Replace every a-unet attention core in `model` by an SDPA core; cross-attention gets a shared mask."""
     state = MaskState()
     for module in model.modules():
         if not isinstance(module, Attention):
@@ -78,8 +59,7 @@ def enable_masked_attention(model: nn.Module, num_heads: int, rotary: bool = Fal
         core = module.attention
         if isinstance(core, SDPAttentionCore):
             continue
-        module.attention = SDPAttentionCore(core.blocks[0], num_heads, state if module.use_context else None,
-                                            rotary=rotary and not module.use_context)
+        module.attention = SDPAttentionCore(core.blocks[0], num_heads, state if module.use_context else None)
     model.embedding_mask_state = state
     return state
 

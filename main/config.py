@@ -16,6 +16,7 @@ from main.nets.lengths import (
     diffgen_length_multiple,
     unet_length_multiple,
 )
+from main.nets.removed import REMOVED_OPTIONS, removed_option_error
 from main.nets.rules import check_data_scale, check_text_length, check_text_source
 from main.text import check_text_padding
 
@@ -90,10 +91,23 @@ def _check_types(cfg: DictConfig) -> None:
         raise ConfigError(f"model.betas={list(betas)!r}: expected two numbers, e.g. [0.95, 0.999]")
 
 
+def _reject_removed_options(cfg: DictConfig, kind: Optional[str]) -> None:
+    """A removed option (main.nets.removed) set in the config, at any value, fails naming its key."""
+    sections = {"diffgen": "model.model" if kind == "diffgen" else None}  # where each group sits in the config
+    for group, removed in REMOVED_OPTIONS.items():
+        path = sections[group]
+        section = OmegaConf.select(cfg, path, default=None) if path else None
+        for key, option in removed.items():
+            if section is not None and key in section:
+                raise ConfigError(removed_option_error(key, section[key], option, f"{path}."))
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Fail at start-up, naming the key, for wrong types, shapes the U-Nets cannot take and missing files."""
+    """Fail at start-up, naming the key, for wrong types, shapes the U-Nets cannot take, missing files and
+    removed options."""
     _check_types(cfg)
     kind = _model_kind(cfg)
+    _reject_removed_options(cfg, kind)
     data = cfg.datamodule
     crop = int(data.crop_length)
     if crop <= 0:
@@ -137,7 +151,7 @@ def validate_config(cfg: DictConfig) -> None:
         if not isinstance(g["patch_size"], int) or g["patch_size"] < 1:
             raise ConfigError(f"model.model.patch_size must be an integer >= 1, got {g['patch_size']!r}")
         _apply_rule(check_data_scale, "model.model.", g)
-        for key in ("text_modulation", "rotary_positions", "self_condition"):
+        for key in ("text_modulation", "self_condition"):
             if not isinstance(g[key], bool):
                 raise ConfigError(f"model.model.{key} must be true or false, got {g[key]!r}")
         multiple = diffgen_length_multiple(g)

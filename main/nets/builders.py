@@ -55,8 +55,8 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding, masked SDPA cross-attention and, with
-    `text_modulation`, the pooled text in every block's modulation features; `rotary_positions` gives its
-    self-attention rotary position embeddings, `self_condition` its input the previous clean estimate."""
+    `text_modulation`, the pooled text in every block's modulation features; `self_condition` gives its input the
+    previous clean estimate."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
     check_data_scale(c)
@@ -83,7 +83,7 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
         use_text_conditioning=False,
         use_embedding_cfg=True,
     )
-    mask_state = enable_masked_attention(model, num_heads=c["attention_heads"], rotary=c["rotary_positions"])
+    mask_state = enable_masked_attention(model, num_heads=c["attention_heads"])
     if isinstance(model.net, PooledTextModulation):
         model.net.mask_state = mask_state
     model.config = c

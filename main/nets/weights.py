@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from main.compat.layout import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
+from main.nets.removed import drop_removed_from_saved
 
 
 def _tied_groups(model: nn.Module) -> list[list[str]]:
@@ -48,7 +49,8 @@ def load_model_file(path: PathLike, kind: str) -> tuple[dict[str, Tensor], dict[
     """Read an exported `.safetensors` (+ JSON config), a Lightning `.ckpt` (its EMA weights) or a checkpoint or
     state dict of the original bird-diffusion code (mapped by `main.compat`), never unpickling.
 
-    Returns the model's state dict and its saved configuration (`{}` when the file carries none).
+    Returns the model's state dict and its saved configuration (`{}` when the file carries none), without the
+    removed options it may hold at their old default (`main.nets.removed`; holding one on is an error).
     """
     path = Path(path)
     if not path.is_file():
@@ -66,7 +68,7 @@ def load_model_file(path: PathLike, kind: str) -> tuple[dict[str, Tensor], dict[
                 config = json.loads((f.metadata() or {}).get("config", "{}"))
         if config.get("kind", kind) != kind:
             raise ValueError(f"{path} holds a {config['kind']} model, not a {kind}")
-        return state, config
+        return state, drop_removed_from_saved(config, kind, path)
     checkpoint = read_checkpoint(path)
     layout = checkpoint_layout(checkpoint)
     if layout != "ours":  # the original bird-diffusion code's checkpoint or state dict
@@ -86,7 +88,7 @@ def load_model_file(path: PathLike, kind: str) -> tuple[dict[str, Tensor], dict[
     hparams = checkpoint.get("hyper_parameters", {})
     if hparams.get("kind", kind) != kind:
         raise ValueError(f"{path} is a {hparams['kind']} checkpoint, not a {kind}")
-    return state, export_config(hparams)
+    return state, export_config(drop_removed_from_saved(hparams, kind, path))
 
 
 def export_config(hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""Removed options (main/nets/removed.py): files written before still load when they hold them off, are refused
+naming the key when they hold them on, and a config that sets one fails at start-up naming it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from main.config import ConfigError, validate_config
+from main.models import build_diffgen, load_model, model_state_dict
+from tests.conftest import save_export
+from tests.test_train_cli import compose_exp
+
+# (removed DiffGen architecture key, its old default, a value holding the removed behaviour)
+SAVED_MODEL_OPTIONS = [("rotary_positions", False, True)]
+# (experiment, config key, a value)
+CONFIG_OPTIONS = [("diffgen_tiny", "model.model.rotary_positions", "false")]
+
+
+def _checkpoint(path, model: torch.nn.Module, hparams: dict[str, Any]) -> Any:
+    """A training checkpoint of this repository holding `model` as its EMA weights."""
+    state = {f"ema.ema_model.{k}": v for k, v in model_state_dict(model).items()}
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "global_step": 0}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("key,default,on", SAVED_MODEL_OPTIONS)
+def test_saved_files_with_a_removed_option_load_when_off_and_are_refused_when_on(key, default, on, tmp_path,
+                                                                                 tiny_diffgen_config):
+    torch.manual_seed(0)
+    model = build_diffgen(**tiny_diffgen_config)
+    for value, name in ((default, "off"), (on, "on")):
+        saved = {"kind": "diffgen", "model": {**model.config, key: value}, "sample_rate": 16000}
+        files = [save_export(model, tmp_path / f"export_{name}", saved),
+                 _checkpoint(tmp_path / f"{name}.ckpt", model, saved)]
+        for path in files:
+            if value == default:
+                loaded, config = load_model(path, "diffgen")
+                assert key not in config["model"] and loaded.config == model.config
+                assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+            else:
+                with pytest.raises(ValueError, match=rf"{path.name}: diffgen model\.{key}=.*removed"):
+                    load_model(path, "diffgen")
+
+
+@pytest.mark.parametrize("exp,key,value", CONFIG_OPTIONS)
+def test_a_removed_option_in_the_config_fails_at_startup_naming_it(exp, key, value, tmp_path):
+    with pytest.raises(ConfigCompositionException) as refused:  # not in the composed config: Hydra refuses it
+        compose_exp(exp, f"paths.root_dir={tmp_path}", f"{key}={value}")
+    assert key in str(refused.value) or key in str(refused.value.__cause__)
+    with pytest.raises(ConfigError, match=re.escape(key) + "=.*this option was removed"):
+        validate_config(compose_exp(exp, f"paths.root_dir={tmp_path}", f"+{key}={value}"))
