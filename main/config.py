@@ -93,7 +93,8 @@ def _check_types(cfg: DictConfig) -> None:
 
 def _reject_removed_options(cfg: DictConfig, kind: Optional[str]) -> None:
     """A removed option (main.nets.removed) set in the config, at any value, fails naming its key."""
-    sections = {"diffgen": "model.model" if kind == "diffgen" else None}  # where each group sits in the config
+    # where each group sits in the config
+    sections = {"diffgen": "model.model" if kind == "diffgen" else None, "datamodule": "datamodule"}
     for group, removed in REMOVED_OPTIONS.items():
         path = sections[group]
         section = OmegaConf.select(cfg, path, default=None) if path else None

@@ -16,7 +16,7 @@ import torch
 import torchaudio
 from torch.utils.data import DataLoader
 
-from main.data.audio import normalize_loudness, to_channels
+from main.data.audio import to_channels
 from main.data.datamodule import BirdSoundDataModule
 from main.data.dataset import AudioDataset, collate_audio
 from main.data.samplers import EpochShuffleSampler, EpochWeightedSampler, stratified_weights
@@ -129,16 +129,6 @@ def test_crops_are_seeded_by_seed_epoch_and_index(synthetic_manifest: Path) -> N
     evaluation = AudioDataset(synthetic_manifest, "train", SR, CROP, random_crop=False)
     source, _ = sf.read(evaluation.paths[2], dtype="float32")
     assert torch.allclose(evaluation[2]["audio"], torch.from_numpy(source[:CROP].T))
-
-
-def test_loudness_normalisation(synthetic_manifest: Path) -> None:
-    dataset = AudioDataset(synthetic_manifest, "train", SR, CROP, loudness_normalize=True, target_dbfs=-30.0)
-    audio = dataset[0]["audio"]
-    rms_db = 20 * torch.log10(audio.pow(2).mean().sqrt())
-    assert abs(float(rms_db) + 30.0) < 0.1 or float(audio.abs().max()) == pytest.approx(1.0)
-    loud = normalize_loudness(torch.full((2, 100), 0.5), target_dbfs=0.0)
-    assert float(loud.abs().max()) == pytest.approx(1.0)  # peak limited
-    assert torch.equal(normalize_loudness(torch.zeros(2, 10)), torch.zeros(2, 10))
 
 
 def test_channel_conversion() -> None:

@@ -18,7 +18,9 @@ from tests.test_train_cli import compose_exp
 # (removed DiffGen architecture key, its old default, a value holding the removed behaviour)
 SAVED_MODEL_OPTIONS = [("rotary_positions", False, True)]
 # (experiment, config key, a value)
-CONFIG_OPTIONS = [("diffgen_tiny", "model.model.rotary_positions", "false")]
+CONFIG_OPTIONS = [("diffgen_tiny", "model.model.rotary_positions", "false"),
+                  ("dmae_tiny", "datamodule.loudness_normalize", "true"),
+                  ("diffgen_tiny", "datamodule.target_dbfs", "-14")]
 
 
 def _checkpoint(path, model: torch.nn.Module, hparams: dict[str, Any]) -> Any:

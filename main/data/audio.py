@@ -1,5 +1,5 @@
 """The one audio path: file checks, reads (soundfile, with a torchaudio fallback for containers libsndfile cannot
-open), resampling, channel conversion and loudness normalisation.
+open), resampling and channel conversion.
 
 Kept free of torch at import time so validation workers start fast (the tensor helpers import it when called).
 
@@ -275,15 +275,3 @@ def recording_tensor(data: np.ndarray, rate: int, sample_rate: int, channels: in
 def load_recording(path: PathLike, sample_rate: int, channels: int) -> Tensor:
     """A whole recording as float32 [channels, samples] at `sample_rate`."""
     return recording_tensor(*read_audio(path), sample_rate, channels)
-
-
-def normalize_loudness(audio: Tensor, target_dbfs: float = -20.0, max_peak: Optional[float] = 1.0) -> Tensor:
-    """Scale to `target_dbfs` RMS (over all channels), limited so the peak stays <= `max_peak` (None: no limit);
-    silence is left as is."""
-    rms = float(audio.pow(2).mean().sqrt())
-    if rms < 1e-6:
-        return audio
-    gain = 10.0 ** (target_dbfs / 20.0) / rms
-    if max_peak is not None:
-        gain = min(gain, max_peak / float(audio.abs().max()))
-    return audio * gain

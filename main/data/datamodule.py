@@ -53,9 +53,6 @@ class BirdSoundDataModule(pl.LightningDataModule):
         with_text: bool = False,
         seed: int = 0,
         stratified: bool = False,
-        loudness_normalize: bool = False,
-        target_dbfs: float = -20.0,
-        loudness_max_peak: Optional[float] = 1.0,
         train_split: str = "train",
         val_split: str = "valid",
         test_split: str = "test",
@@ -82,9 +79,6 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.with_text = with_text
         self.seed = seed
         self.stratified = stratified
-        self.loudness_normalize = loudness_normalize
-        self.target_dbfs = target_dbfs
-        self.loudness_max_peak = loudness_max_peak
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
@@ -188,9 +182,8 @@ class BirdSoundDataModule(pl.LightningDataModule):
             streamed = StreamingAudioDataset(
                 self.stream, split, self.sample_rate, self.crop_length, self.channels,
                 random_crop=train, with_text=self.with_text, seed=self.seed, shuffle=train,
-                loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-                loudness_max_peak=self.loudness_max_peak, cache_dir=self.stream_cache_dir,
-                max_cache_size=self.stream_max_cache_size, silence_dbfs=self.silence_dbfs,
+                cache_dir=self.stream_cache_dir, max_cache_size=self.stream_max_cache_size,
+                silence_dbfs=self.silence_dbfs,
             )
             if streamed.num_clips == 0:
                 raise ValueError(f"{key}: split {split!r} of the streamed data set {self.stream} is empty")
@@ -205,9 +198,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         """An `AudioDataset` of `split` of the manifest with this module's audio settings."""
         return AudioDataset(
             self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
-            random_crop=random_crop, with_text=with_text, seed=self.seed,
-            loudness_normalize=self.loudness_normalize, target_dbfs=self.target_dbfs,
-            loudness_max_peak=self.loudness_max_peak, silence_dbfs=self.silence_dbfs,
+            random_crop=random_crop, with_text=with_text, seed=self.seed, silence_dbfs=self.silence_dbfs,
         )
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,

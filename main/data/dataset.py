@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from main.files import PathLike
 
-from .audio import AudioReadError, normalize_loudness, read_audio
+from .audio import AudioReadError, read_audio
 from .cropping import CropReader, seeded_crop_start
 from .manifest import read_manifest
 
@@ -93,9 +93,6 @@ class AudioDataset(CropReader, Dataset):
         random_crop: bool = False,
         with_text: bool = False,
         seed: int = 0,
-        loudness_normalize: bool = False,
-        target_dbfs: float = -20.0,
-        loudness_max_peak: Optional[float] = 1.0,
         silence_dbfs: Optional[float] = -90.0,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
@@ -110,9 +107,6 @@ class AudioDataset(CropReader, Dataset):
         self.random_crop = random_crop
         self.with_text = with_text
         self.seed = int(seed)
-        self.loudness_normalize = loudness_normalize
-        self.target_dbfs = float(target_dbfs)
-        self.loudness_max_peak = loudness_max_peak
         self.silence_dbfs = None if silence_dbfs is None else float(silence_dbfs)
         self.epoch = 0
         self._warned: set[str] = set()
@@ -146,8 +140,6 @@ class AudioDataset(CropReader, Dataset):
         problem = crop_problem(audio, self.silence_dbfs)
         if problem is not None:
             return self._skip(index, *problem)
-        if self.loudness_normalize:
-            audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio, "index": index}
         if self.with_text:
             out["text"] = self.labels[index]

@@ -21,10 +21,17 @@ class RemovedOption:
     parameter_of: Optional[str] = None
 
 
-# Per group: "diffgen" is DiffGen's architecture (`model.model` of a DiffGen run, the saved `model` of a DiffGen).
+# Per group: "diffgen" is DiffGen's architecture (`model.model` of a DiffGen run, the saved `model` of a DiffGen);
+# "datamodule" the audio data module's settings (`datamodule`).
+NO_LOUDNESS_GAIN = "per-crop loudness normalisation gave no gain"
 REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
     "diffgen": {
         "rotary_positions": RemovedOption(False, "it left syllable timing and species accuracy unchanged"),
+    },
+    "datamodule": {
+        "loudness_normalize": RemovedOption(False, NO_LOUDNESS_GAIN),
+        "target_dbfs": RemovedOption(-20.0, NO_LOUDNESS_GAIN, parameter_of="loudness_normalize"),
+        "loudness_max_peak": RemovedOption(1.0, NO_LOUDNESS_GAIN, parameter_of="loudness_normalize"),
     },
 }
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from main.files import PathLike
 
-from ..audio import AudioReadError, normalize_loudness
+from ..audio import AudioReadError
 from ..cropping import CropReader, seeded_crop_start
 from ..dataset import crop_problem, read_error_reason, skipped_item
 from .format import check_split, decode_with_fallback, split_location
@@ -51,9 +51,6 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         with_text: bool = False,
         seed: int = 0,
         shuffle: bool = False,
-        loudness_normalize: bool = False,
-        target_dbfs: float = -20.0,
-        loudness_max_peak: Optional[float] = 1.0,
         with_key: bool = False,
         cache_dir: Optional[str] = None,
         max_cache_size: Optional[str] = None,
@@ -68,9 +65,6 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         self.random_crop = random_crop
         self.with_text = with_text
         self.with_key = with_key
-        self.loudness_normalize = loudness_normalize
-        self.target_dbfs = float(target_dbfs)
-        self.loudness_max_peak = loudness_max_peak
         self.silence_dbfs = None if silence_dbfs is None else float(silence_dbfs)
 
     @property
@@ -94,8 +88,6 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         problem = crop_problem(audio, self.silence_dbfs)
         if problem is not None:
             return self._skip(key, *problem)
-        if self.loudness_normalize:
-            audio = normalize_loudness(audio, self.target_dbfs, self.loudness_max_peak)
         out: dict[str, Any] = {"audio": audio}
         if self.with_text:
             out["text"] = str(raw["label"])
