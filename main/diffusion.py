@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
-SamplerName = Literal["ddim", "dpmpp-2m", "ancestral"]
-SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m", "ancestral")
+SamplerName = Literal["ddim", "dpmpp-2m"]
+SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m")
 SIGMA_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "logit-normal")
 SigmasFn = Callable[[int, torch.device], Tensor]  # (num_samples, device) -> noise levels in [0, 1]
 
@@ -111,14 +111,11 @@ def sample(
     sampler: str = "ddim",
     show_progress: bool = False,
     sigma_start: float = 1.0,
-    generators: Optional[Sequence[Optional[torch.Generator]]] = None,
     sigma_power: float = 1.0,
 ) -> Tensor:
     """Denoise `noise` (at noise level `sigma_start`, 1 = pure noise) to a clean sample in `num_steps` steps, on
-    the `sigma_schedule` of power `sigma_power` (1: the library's linear schedule).
-
-    `ddim` and `dpmpp-2m` are deterministic; `ancestral` adds fresh noise at every step (row i of the batch draws
-    it from `generators[i]`, or from torch's global RNG without generators)."""
+    the `sigma_schedule` of power `sigma_power` (1: the library's linear schedule); both samplers, `ddim` and
+    `dpmpp-2m`, are deterministic."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if sampler not in SAMPLERS:
@@ -126,12 +123,7 @@ def sample(
     if not 0.0 < sigma_start <= 1.0:
         raise ValueError(f"sigma_start must be in (0, 1], got {sigma_start}")
     sigmas = sigma_schedule(num_steps, noise.device, sigma_start, sigma_power)
-    if generators is not None and len(generators) != noise.shape[0]:
-        raise ValueError(f"{len(generators)} generators for a batch of {noise.shape[0]}")
-    if sampler == "ancestral":
-        step: Callable[..., Tensor] = _AncestralStep(lambda x: _row_noise(x, generators))
-    else:
-        step = _ddim_step if sampler == "ddim" else _DpmSolverPP2M()
+    step: Callable[..., Tensor] = _ddim_step if sampler == "ddim" else _DpmSolverPP2M()
     x = noise
     for i in tqdm(range(num_steps), disable=not show_progress, desc=f"sampling ({sampler})", leave=False):
         sigma_batch = sigmas[i].expand(x.shape[0])
@@ -161,32 +153,6 @@ def row_noise(generators: Sequence[Optional[torch.Generator]], shape: Sequence[i
     """Standard normal noise [len(generators), *shape], row i drawn from `generators[i]`: a clip's noise does not
     depend on the batch it is drawn in."""
     return torch.stack([torch.randn(tuple(shape), device=device, dtype=dtype, generator=g) for g in generators])
-
-
-def _row_noise(x: Tensor, generators: Optional[Sequence[Optional[torch.Generator]]]) -> Tensor:
-    """Standard normal noise shaped like `x`, row i drawn from `generators[i]` (global RNG when None)."""
-    if generators is None:
-        return torch.randn_like(x)
-    return row_noise(generators, x.shape[1:], x.device, x.dtype)
-
-
-class _AncestralStep:
-    """DDIM with eta = 1 (Song et al. 2021), i.e. ancestral sampling from the DDPM posterior q(x_next | x, x0):
-    the predicted x0 plus fresh noise at each step instead of the deterministic probability-flow path."""
-
-    def __init__(self, draw_noise: Callable[[Tensor], Tensor]):
-        self.draw_noise = draw_noise
-
-    def __call__(self, x: Tensor, v_pred: Tensor, sigma: Tensor, sigma_next: Tensor, is_last: bool) -> Tensor:
-        alpha, beta, alpha_next, beta_next = _step_weights(sigma, sigma_next)
-        x0 = alpha * x - beta * v_pred
-        if beta_next == 0.0:
-            return x0
-        eps = beta * x + alpha * v_pred
-        # posterior standard deviation; at sigma = 1 (alpha = 0) the step forgets x and keeps only fresh noise
-        fresh = beta_next / beta * math.sqrt(max(0.0, 1.0 - (alpha / alpha_next) ** 2))
-        kept = math.sqrt(max(0.0, beta_next ** 2 - fresh ** 2))
-        return alpha_next * x0 + kept * eps + fresh * self.draw_noise(x)
 
 
 class _DpmSolverPP2M:

@@ -98,23 +98,6 @@ def test_dpmpp_2m_is_closer_than_ddim_at_few_steps():
     assert abs(dpm.std().item() - 0.3) < abs(ddim.std().item() - 0.3)
 
 
-def test_ancestral_sampler_reaches_the_data_distribution_and_is_seeded_per_row():
-    noise = torch.randn(2, 1, 20000, generator=torch.Generator().manual_seed(0))
-    velocity = _gaussian_velocity(0.7, 0.3)
-    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    out = sample(velocity, noise, 200, "ancestral", generators=generators)
-    assert abs(out.mean().item() - 0.7) < 0.01 and abs(out.std().item() - 0.3) < 0.015
-    # row 1 alone, with its own generator seeded alike, is the same clip: its noise does not depend on the batch
-    alone = sample(velocity, noise[1:], 200, "ancestral", generators=[torch.Generator().manual_seed(2)])
-    torch.testing.assert_close(alone, out[1:], rtol=0, atol=1e-6)
-    # fresh noise at each step: other seeds give other samples from the same start, and not the ODE's sample
-    other = sample(velocity, noise[1:], 200, "ancestral", generators=[torch.Generator().manual_seed(3)])
-    ode = sample(velocity, noise[1:], 200, "ddim")
-    assert (other - alone).abs().mean() > 0.05 and (ode - alone).abs().mean() > 0.05
-    with pytest.raises(ValueError, match="generators"):
-        sample(velocity, noise, 4, "ancestral", generators=generators[:1])
-
-
 def test_padding_does_not_change_diffgen_output(tiny_diffgen_config):
     torch.manual_seed(0)
     model = build_diffgen(**tiny_diffgen_config).eval()

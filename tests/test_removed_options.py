@@ -11,7 +11,9 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from main.config import ConfigError, validate_config
+from main.diffusion import sample
 from main.models import build_diffgen, load_model, model_state_dict
+from main.sample import main as sample_main
 from tests.conftest import save_export
 from tests.test_train_cli import compose_exp
 
@@ -56,3 +58,11 @@ def test_a_removed_option_in_the_config_fails_at_startup_naming_it(exp, key, val
     assert key in str(refused.value) or key in str(refused.value.__cause__)
     with pytest.raises(ConfigError, match=re.escape(key) + "=.*this option was removed"):
         validate_config(compose_exp(exp, f"paths.root_dir={tmp_path}", f"+{key}={value}"))
+
+
+def test_the_removed_ancestral_sampler_is_refused(capsys):
+    with pytest.raises(ValueError, match="unknown sampler 'ancestral'"):
+        sample(lambda x, sigmas: x, torch.zeros(1, 1, 4), 2, "ancestral")
+    with pytest.raises(SystemExit):
+        sample_main(["--diffae", "a", "--diffgen", "b", "--prompt", "p", "--sampler", "ancestral"])
+    assert "invalid choice: 'ancestral'" in capsys.readouterr().err

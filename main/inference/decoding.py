@@ -44,9 +44,9 @@ def decode_latent(
     The audio has `frames * latent_factor` samples (the library's `decode` rounds that to the closest power of
     two, which only fits the U-Net when it is one already; both agree on power-of-two latent lengths). Latents
     are first clamped to the range the encoder's bottleneck produces (a generated latent can overshoot it).
-    With `generators`, row i draws its starting noise (unless `noise` is given) and a stochastic sampler's step
-    noise from `generators[i]`, so a clip's audio does not depend on its batch; else both come from `generator`
-    (torch's global RNG when None), the starting noise as one draw for the batch. The sampler runs
+    With `generators`, row i draws its starting noise (unless `noise` is given) from `generators[i]`, so a clip's
+    audio does not depend on its batch; else it is one draw for the batch from `generator` (torch's global RNG
+    when None). The sampler runs
     on the schedule of power `sigma_power`; each clip is then scaled down to peak at most `peak` (None: as decoded).
     Every entry point (CombinedSampler, `main.sample`, the web UI, `main.analysis`, training previews) decodes
     here, so all of them write the same audio.
@@ -57,10 +57,8 @@ def decode_latent(
     if noise is None:
         noise = decoding_noise(diffae, latent, generator, generators)
     channels = [None] * diffae.inject_depth + [latent]
-    if generators is None and generator is not None:
-        generators = [generator] * noise.shape[0]
     audio = run_sampler(lambda x, s: diffae.net(x, s, channels=channels), noise, num_steps, sampler, show_progress,
-                        generators=generators, sigma_power=sigma_power)
+                        sigma_power=sigma_power)
     audio = audio / diffae_data_scale(diffae)
     return audio if peak is None else limit_peak(audio, peak)
 

@@ -44,8 +44,8 @@ def generate_audio(
 ) -> tuple[Tensor, Tensor]:
     """Audio [clips, channels, samples] and DiffGen latents [clips, channels, frames] for `texts`.
 
-    Clip i draws its latent noise, then (with the `ancestral` sampler) its sampling noise, then its decoding noise,
-    from `generators[i]` (None: torch's global RNG). `decoding_sampler` defaults to `sampler`.
+    Clip i draws its latent noise, then its decoding noise, from `generators[i]` (None: torch's global RNG).
+    `decoding_sampler` defaults to `sampler`.
     Clips run through the models one at a time because batched kernels round differently at other batch
     sizes: a clip's audio is bit-identical whatever it is generated with. `batch_size` > 1 runs that many clips
     through the models together (much faster on a GPU) from the same per-clip noise; the audio then matches the
@@ -61,7 +61,7 @@ def generate_audio(
         embedding, mask = model.text_encoder(list(chunk))
         noise = row_noise(chunk_generators, (model.latent_channels, latent_length), model.device)
         latent = generate_latent(model.diffgen, embedding, mask, noise, sampling_steps, embedding_scale, sampler,
-                                 show_progress, generators=chunk_generators)
+                                 show_progress)
         audio.append(decode_latent(model.diffae, latent, decoding_steps, decoding_sampler or sampler,
                                    show_progress=show_progress, generators=chunk_generators))
         latents.append(latent)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from audio_diffusion_pytorch import DiffusionModel
@@ -51,12 +51,11 @@ def generate_latent(
     embedding_scale: float,
     sampler: str = "ddim",
     show_progress: bool = False,
-    generators: Optional[Sequence[Optional[torch.Generator]]] = None,
     sigma_start: float = 1.0,
 ) -> Tensor:
-    """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched);
-    a stochastic sampler draws row i's step noise from `generators[i]`. `noise` is at noise level `sigma_start`:
-    1 is pure noise; below 1 it is a (data-scaled) latent noised that far, as an audio-to-audio variation starts."""
+    """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched).
+    `noise` is at noise level `sigma_start`: 1 is pure noise; below 1 it is a (data-scaled) latent noised that
+    far, as an audio-to-audio variation starts."""
     velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
-    return run_sampler(velocity, noise, num_steps, sampler, show_progress, sigma_start=sigma_start,
-                       generators=generators) / diffgen_data_scale(diffgen)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress,
+                       sigma_start=sigma_start) / diffgen_data_scale(diffgen)

@@ -110,9 +110,8 @@ class CombinedSampler(nn.Module):
         embedding, mask = self.text_encoder(texts)
         start = add_noise(latent * diffgen_data_scale(self.diffgen), strength, generator)
         steps = max(1, round(sampling_steps * strength))
-        generators = None if generator is None else [generator] * start.shape[0]
         new_latent = generate_latent(self.diffgen, embedding, mask, start, steps, embedding_scale, sampler,
-                                     show_progress, generators, sigma_start=strength)
+                                     show_progress, sigma_start=strength)
         out = decode_latent(self.diffae, new_latent, decoding_steps, sampler, generator, show_progress)
         return out[..., : audio.shape[-1]]
 
