@@ -247,6 +247,9 @@ def test_bad_files_at_training_time_are_skipped_counted_and_summarised(damaged_m
     state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     assert state["counters"]["skipped_nonfinite_steps"] == 0
     assert state["counters"]["skipped_data_items"] == sum(int(v) for v in counts.values())
+    # the record of what it trained on lists the deleted file with the reason it has no SHA-256
+    unhashed = [item for item in state["training_files"] if item["sha256"] is None]
+    assert len(unhashed) == 1 and "FileNotFoundError" in unhashed[0]["error"]
     metrics = (tmp_path / "run/csv/version_0/metrics.csv").read_text()
     assert "data/skipped_items" in metrics
     output = result.stdout + result.stderr

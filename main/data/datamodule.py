@@ -35,6 +35,15 @@ def _num_clips(dataset: Any) -> int:
     return int(dataset.num_clips) if hasattr(dataset, "num_clips") else len(dataset)
 
 
+def _file_digest(path: str) -> dict[str, Any]:
+    """{"sha256": ...} of a file, or {"sha256": None, "error": ...} for one that cannot be read (training skips and
+    counts such files; recording what it was trained on must not stop it)."""
+    try:
+        return {"sha256": file_sha256(path)}
+    except OSError as error:
+        return {"sha256": None, "error": f"{type(error).__name__}: {error.strerror or error}"}
+
+
 class BirdSoundDataModule(pl.LightningDataModule):
     """Train/valid/test loaders over a manifest (or a streamed data set); synthetic bird songs when neither is given."""
 
@@ -133,10 +142,8 @@ class BirdSoundDataModule(pl.LightningDataModule):
         if self.stream is not None:
             return None
         if self._training_files is None:
-            self._training_files = [
-                {"file": str(row["file"]), "sci_name": str(row.get("sci_name", "")), "sha256": file_sha256(row["path"])}
-                for row in self._split_rows(self.train_split)
-            ]
+            self._training_files = [{"file": str(row["file"]), "sci_name": str(row.get("sci_name", "")),
+                                     **_file_digest(row["path"])} for row in self._split_rows(self.train_split)]
         return self._training_files
 
     @property
