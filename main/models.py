@@ -12,7 +12,6 @@ from main.inference.device import resolve_device
 from main.inference.generate import clip_generators, generate_audio
 from main.inference.guidance import (
     cfg_unconditional_embedding,
-    diffgen_data_scale,
     diffgen_velocity,
     generate_latent,
     guided_velocity_fn,
@@ -47,7 +46,7 @@ from main.nets.weights import (
 __all__ = [
     "BUILDERS", "DIFFAE_CONFIG", "DIFFGEN_CONFIG", "PRETRAINED_DIFFAE_REPO", "PRETRAINED_DIFFAE_REVISION",
     "CombinedSampler", "build_diffae", "build_diffgen", "cfg_unconditional_embedding", "clip_generators",
-    "decode_latent", "diffae_audio_multiple", "diffae_data_scale", "diffae_downsample_factor", "diffgen_data_scale",
+    "decode_latent", "diffae_audio_multiple", "diffae_data_scale", "diffae_downsample_factor",
     "diffgen_velocity", "export_config", "fourier_frame", "generate_audio", "generate_latent",
     "get_default_combined_sampler", "get_default_diffae", "get_default_diffgen",
     "get_pretrained_diffae_from_huggingface", "guided_velocity_fn", "init_lt_fourier_", "latent_bounds", "load_model",

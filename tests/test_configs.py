@@ -115,7 +115,6 @@ def test_demo_pre_encodes_with_the_experiments_text_encoder(size):
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("model.model.data_scale", 0, r"model\.model\.data_scale must be a number > 0, got 0"),
     ("model.model.text_padding", "pad", r"model\.model\.text_padding must be one of"),
     ("model.text_encoder_max_length", 64, r"model\.text_encoder_max_length=64 exceeds model\.model\.embedding_max_"),
 ])

@@ -311,46 +311,6 @@ def test_data_scale_trains_on_scaled_audio_and_decoding_undoes_it(tiny_diffae_co
         build_diffae(**{**tiny_diffae_config, "data_scale": 0.0})
 
 
-def test_diffgen_data_scale_trains_on_scaled_latents_and_generation_undoes_it(tiny_diffgen_config, tmp_path,
-                                                                             tiny_diffae_config, text_encoder_path):
-    """model.model.data_scale of DiffGen: the loss diffuses latent * scale, generation divides by it (latents come
-    back at the DiffAE's scale) and audio-to-audio variation scales its input latent too; it travels with the
-    export."""
-    from main.inference.guidance import diffgen_data_scale, generate_latent
-    from main.models import load_model
-    from main.modules import DiffGen
-    from tests.conftest import save_export
-
-    torch.manual_seed(0)
-    plain = build_diffgen(**tiny_diffgen_config).eval()
-    scaled = build_diffgen(**{**tiny_diffgen_config, "data_scale": 0.5}).eval()
-    scaled.load_state_dict(plain.state_dict())
-    assert diffgen_data_scale(plain) == 1.0 and diffgen_data_scale(scaled) == 0.5
-    embedding, mask, noise = torch.randn(2, 32, 384), torch.ones(2, 32, dtype=torch.bool), torch.randn(2, 8, 12)
-    with torch.no_grad():
-        torch.testing.assert_close(generate_latent(scaled, embedding, mask, noise, 3, 2.0),
-                                   generate_latent(plain, embedding, mask, noise, 3, 2.0) / 0.5)
-
-    module = DiffGen(model={**tiny_diffgen_config, "data_scale": 0.5}, autoencoder=None, sample_rate=16000,
-                     autoencoder_model=tiny_diffae_config, cfg_mask_proba=0.0, text_encoder=text_encoder_path,
-                     text_encoder_max_length=32)
-    seen = []
-    module.model.net.forward = lambda x, s, embedding: seen.append(x) or torch.zeros_like(x)
-    latent = torch.randn(2, 8, 12).clamp(-1, 1)
-    batch = {"latent": latent, "embedding": embedding, "embedding_mask": mask}
-    torch.manual_seed(1)
-    module.diffusion_loss(module.model, batch, training=True)
-    torch.manual_seed(1)
-    sigma = torch.rand(2)
-    angle = (sigma * math.pi / 2)[:, None, None]
-    torch.testing.assert_close(seen[0], torch.cos(angle) * latent * 0.5 + torch.sin(angle) * torch.randn_like(latent))
-
-    save_export(scaled, tmp_path / "scaled", {"kind": "diffgen", "model": scaled.config, "sample_rate": 16000})
-    assert diffgen_data_scale(load_model(tmp_path / "scaled.safetensors", "diffgen")[0]) == 0.5
-    with pytest.raises(ValueError, match="data_scale"):
-        build_diffgen(**{**tiny_diffgen_config, "data_scale": -1.0})
-
-
 def test_frame_patching_folds_neighbouring_frames_into_channels_and_back():
     from main.nets.patching import fold_frames, unfold_frames
 

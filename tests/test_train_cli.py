@@ -110,7 +110,7 @@ def test_diffgen_shape_mistakes_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"text_encoder_max_length"):
         validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "model.text_encoder_max_length=64"))
     with pytest.raises(ConfigError, match=r"model\.model\.data_scale"):
-        validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "model.model.data_scale=0"))
+        validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", "model.model.data_scale=0"))
     with pytest.raises(ConfigError, match=r"model\.model\.text_modulation"):
         validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "model.model.text_modulation=2"))
 

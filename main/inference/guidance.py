@@ -9,13 +9,13 @@ from audio_diffusion_pytorch import DiffusionModel
 from torch import Tensor
 
 from main.diffusion import sample as run_sampler
-from main.nets.conditioning import (cfg_unconditional_embedding, diffgen_data_scale, diffgen_velocity,
-                                    is_self_conditioned, text_padding_mode, unconditional_inputs)
+from main.nets.conditioning import (cfg_unconditional_embedding, diffgen_velocity, is_self_conditioned,
+                                    text_padding_mode, unconditional_inputs)
 from main.nets.self_condition import SelfConditionedSampling
 
 # The conditioning helpers live with the networks (training uses them too) and stay importable from here.
-__all__ = ["cfg_unconditional_embedding", "diffgen_data_scale", "diffgen_velocity", "generate_latent",
-           "guided_velocity_fn", "is_self_conditioned", "text_padding_mode", "unconditional_inputs"]
+__all__ = ["cfg_unconditional_embedding", "diffgen_velocity", "generate_latent", "guided_velocity_fn",
+           "is_self_conditioned", "text_padding_mode", "unconditional_inputs"]
 
 
 def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
@@ -54,8 +54,7 @@ def generate_latent(
     sigma_start: float = 1.0,
 ) -> Tensor:
     """Denoise `noise` [batch, channels, frames] into DiffAE latents for the text embeddings (CFG batched).
-    `noise` is at noise level `sigma_start`: 1 is pure noise; below 1 it is a (data-scaled) latent noised that
-    far, as an audio-to-audio variation starts."""
+    `noise` is at noise level `sigma_start`: 1 is pure noise; below 1 it is a latent noised that far, as an
+    audio-to-audio variation starts."""
     velocity = guided_velocity_fn(diffgen, embedding, mask, embedding_scale)
-    return run_sampler(velocity, noise, num_steps, sampler, show_progress,
-                       sigma_start=sigma_start) / diffgen_data_scale(diffgen)
+    return run_sampler(velocity, noise, num_steps, sampler, show_progress, sigma_start=sigma_start)

@@ -17,7 +17,7 @@ from main.hub import load_local_first
 from main.inference.decoding import decode_latent
 from main.inference.device import resolve_device
 from main.inference.generate import clip_generators, generate_audio
-from main.inference.guidance import diffgen_data_scale, generate_latent, text_padding_mode
+from main.inference.guidance import generate_latent, text_padding_mode
 from main.nets import defaults
 from main.nets.lengths import diffae_audio_multiple, diffgen_length_multiple
 from main.nets.weights import get_default_diffae, get_default_diffgen, load_model, model_state_dict
@@ -108,7 +108,7 @@ class CombinedSampler(nn.Module):
         padded = torch.nn.functional.pad(audio, (0, frames * self.diffae.latent_factor - audio.shape[-1]))
         latent = self.diffae.encode(padded.to(self.device))
         embedding, mask = self.text_encoder(texts)
-        start = add_noise(latent * diffgen_data_scale(self.diffgen), strength, generator)
+        start = add_noise(latent, strength, generator)
         steps = max(1, round(sampling_steps * strength))
         new_latent = generate_latent(self.diffgen, embedding, mask, start, steps, embedding_scale, sampler,
                                      show_progress, sigma_start=strength)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from main.diffusion import SigmasFn, v_diffusion_loss
-from main.nets.conditioning import diffgen_data_scale, diffgen_velocity, is_self_conditioned, unconditional_inputs
+from main.nets.conditioning import diffgen_velocity, is_self_conditioned, unconditional_inputs
 from main.nets.self_condition import self_conditioned_training_fn
 
 
@@ -16,9 +16,8 @@ def text_conditional_loss(
     model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
     sigmas_fn: Optional[SigmasFn] = None,
 ) -> Tensor:
-    """DiffGen's loss on DiffAE latents (diffused times the model's `data_scale`, as `generate_latent` divides by
-    it): each item's text is swapped for the CFG 'no text' embedding with `cfg_mask_proba`; a self-conditioned
-    model sees its own gradient-free clean estimate for half the items."""
+    """DiffGen's loss on DiffAE latents: each item's text is swapped for the CFG 'no text' embedding with
+    `cfg_mask_proba`; a self-conditioned model sees its own gradient-free clean estimate for half the items."""
     if cfg_mask_proba > 0:
         drop = torch.rand(latent.shape[0], device=latent.device) < cfg_mask_proba
         uncond_embedding, uncond_mask = unconditional_inputs(model, latent.shape[0], embedding.shape[1])
@@ -33,4 +32,4 @@ def text_conditional_loss(
         velocity_fn = self_conditioned_training_fn(velocity)
     else:
         velocity_fn = lambda x, s: diffgen_velocity(model, x, s, embedding, mask)  # noqa: E731
-    return v_diffusion_loss(velocity_fn, latent * diffgen_data_scale(model), sigmas_fn)
+    return v_diffusion_loss(velocity_fn, latent, sigmas_fn)

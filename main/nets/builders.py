@@ -59,7 +59,6 @@ def build_diffgen(**overrides: Any) -> DiffusionModel:
     previous clean estimate."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
-    check_data_scale(c)
     patch_size = int(c["patch_size"])
     net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
     if c["self_condition"]:

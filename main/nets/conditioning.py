@@ -55,16 +55,6 @@ def unconditional_inputs(diffgen: DiffusionModel, batch_size: int, length: int) 
     return embedding, torch.ones(batch_size, length, dtype=torch.bool, device=table.device)
 
 
-def diffgen_data_scale(diffgen: nn.Module) -> float:
-    """The factor DiffGen's diffusion scales DiffAE latents by (`data_scale` of its config; 1 for the seed's).
-
-    Below 1 it shifts the noise schedule towards more noise relative to the data: DiffAE latents are nearly
-    piecewise constant (a sign change in under 2% of frames), so neighbouring frames average the noise away and
-    most of the schedule would otherwise train on nearly clean inputs.
-    """
-    return float(getattr(diffgen, "config", {}).get("data_scale", 1.0))
-
-
 def diffae_data_scale(diffae: nn.Module) -> float:
     """The factor between audio and what the DiffAE decoder diffuses (1.0 for models without one)."""
     return float(getattr(diffae, "config", {}).get("data_scale", 1.0))

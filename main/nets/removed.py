@@ -27,6 +27,7 @@ NO_LOUDNESS_GAIN = "per-crop loudness normalisation gave no gain"
 REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
     "diffgen": {
         "rotary_positions": RemovedOption(False, "it left syllable timing and species accuracy unchanged"),
+        "data_scale": RemovedOption(1.0, "DiffGen's latent scale 0.5 started faster and ended lower"),
     },
     "datamodule": {
         "loudness_normalize": RemovedOption(False, NO_LOUDNESS_GAIN),
