@@ -1,5 +1,6 @@
-"""Faults a long run meets, injected into the real `train.py` (main/faults.py's hooks): SIGKILL at random steps,
-SIGKILL inside a checkpoint write, a killed two-process DDP run, a full disk, and bad files at training time.
+"""Faults a long run meets, injected into the real `train.py` (main/faults.py's hooks): SIGKILL inside a checkpoint
+write and after a step (one chain of runs), a killed two-process DDP run, a killed DiffGen on pre-encoded latents,
+a full disk, and bad files at training time.
 
 Each kill-and-resume test compares the resumed run's last.ckpt with an uninterrupted run's (weights, EMA,
 optimizer and LR-scheduler state, bit for bit) and, from the item log (BIRD_FAULT_ITEM_LOG), proves that the
@@ -11,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -101,44 +101,13 @@ def reference(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_steps_resumes_exactly(reference, tmp_path):
-    """SIGKILL right after two random steps (mid-epoch and between checkpoints included), each time resumed with
-    +ckpt=last.ckpt: same final state as the uninterrupted run, and every item seen once per epoch."""
-    kills = sorted(random.Random(14).sample(range(2, 6), 2))
-    effective: list[dict[str, Any]] = []
-    ckpt: Optional[Path] = None
-    for segment, kill_at in enumerate(kills + [None]):
-        extra = [f"+ckpt={ckpt}"] if ckpt else []
-        env = {"BIRD_FAULT_ITEM_LOG": str(tmp_path / f"seg{segment}.items")}
-        if kill_at is not None:
-            env["BIRD_FAULT_KILL_AT_STEP"] = str(kill_at)
-        result = train(tmp_path, f"seg{segment}", *COMMON, *extra, **env)
-        records = read_log(tmp_path / f"seg{segment}.items")
-        if kill_at is None:
-            assert result.returncode == 0, result.stderr[-3000:]
-            effective += records
-            break
-        assert result.returncode == -signal.SIGKILL, (kill_at, result.stderr[-3000:])
-        if (tmp_path / f"seg{segment}/checkpoints/last.ckpt").exists():  # else: resume from the same file again
-            ckpt = tmp_path / f"seg{segment}/checkpoints/last.ckpt"
-        assert ckpt is not None
-        resumed_at = int(torch.load(ckpt, weights_only=True)["global_step"])
-        assert resumed_at == kill_at // 2 * 2  # the last periodic checkpoint before the kill
-        effective += committed(records, resumed_at)
-    assert key(effective) == key(read_log(reference / "straight.items"))
-    assert_each_item_once_per_epoch(effective, epochs=2)
-    assert_same_state(reference / "straight/checkpoints/last.ckpt", tmp_path / f"seg{len(kills)}/checkpoints/last.ckpt")
-
-
-@pytest.mark.slow
-def test_sigkill_inside_checkpoint_write_keeps_previous_last_ckpt(reference, tmp_path):
-    """Killed after the temporary file of last.ckpt (step 4) was written, before the rename: last.ckpt is still the
-    complete step-2 file, and resuming from it ends like the uninterrupted run."""
-    marker = tmp_path / "stalled"
+def stall_and_kill(root: Path, run: str, step: int, *overrides: str, **env: str) -> Path:
+    """Run `train.py` until it stalls inside its `step`-th checkpoint write (after the temporary file is written,
+    before the rename), SIGKILL it there and return the marker file (it names the file being written)."""
+    marker = root / f"{run}.stalled"
     process = subprocess.Popen(
-        [sys.executable, "train.py", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'killed'}", *COMMON],
-        cwd=ROOT, env=_env(BIRD_FAULT_STALL_CHECKPOINT=f"4:{marker}"), stdout=subprocess.DEVNULL,
+        [sys.executable, "train.py", f"paths.root_dir={root}", f"hydra.run.dir={root / run}", *overrides],
+        cwd=ROOT, env=_env(BIRD_FAULT_STALL_CHECKPOINT=f"{step}:{marker}", **env), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -149,14 +118,37 @@ def test_sigkill_inside_checkpoint_write_keeps_previous_last_ckpt(reference, tmp
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    checkpoints = tmp_path / "killed/checkpoints"
+    return marker
+
+
+@pytest.mark.slow
+def test_killed_in_a_checkpoint_write_and_at_a_step_resumes_exactly(reference, tmp_path):
+    """Two kills in one chain of runs, each resumed with +ckpt=<the previous run's last.ckpt>:
+    1. SIGKILL inside a checkpoint write: after the temporary file of last.ckpt (step 4) was written, before the
+       rename; last.ckpt is still the complete step-2 file and the temporary file is left behind;
+    2. resumed from it, SIGKILL right after step 5 (mid-epoch 1, between two periodic checkpoints): the resumed
+       run's own last.ckpt (step 4) is what the next run resumes from;
+    3. resumed to the end: the same final state as the uninterrupted run (weights, EMA, optimizer and LR-scheduler
+       state, bit for bit), and every item seen once per epoch across the three runs."""
+    marker = stall_and_kill(tmp_path, "seg0", 4, *COMMON, BIRD_FAULT_ITEM_LOG=str(tmp_path / "seg0.items"))
+    checkpoints = tmp_path / "seg0/checkpoints"
     assert marker.read_text().endswith("last.ckpt")
     assert list(checkpoints.glob(".last.ckpt.*.tmp")), "the kill should leave the temporary file behind"
-    previous = torch.load(checkpoints / "last.ckpt", weights_only=True)
-    assert previous["global_step"] == 2
-    result = train(tmp_path, "resumed", *COMMON, f"+ckpt={checkpoints / 'last.ckpt'}")
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
+    effective = committed(read_log(tmp_path / "seg0.items"), 2)
+    kill_at = 5
+    killed = train(tmp_path, "seg1", *COMMON, f"+ckpt={checkpoints / 'last.ckpt'}",
+                   BIRD_FAULT_KILL_AT_STEP=str(kill_at), BIRD_FAULT_ITEM_LOG=str(tmp_path / "seg1.items"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = tmp_path / "seg1/checkpoints/last.ckpt"
+    assert int(torch.load(ckpt, weights_only=True)["global_step"]) == kill_at // 2 * 2  # its last periodic one
+    effective += committed(read_log(tmp_path / "seg1.items"), kill_at // 2 * 2)
+    result = train(tmp_path, "seg2", *COMMON, f"+ckpt={ckpt}", BIRD_FAULT_ITEM_LOG=str(tmp_path / "seg2.items"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_state(reference / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt")
+    effective += read_log(tmp_path / "seg2.items")
+    assert key(effective) == key(read_log(reference / "straight.items"))
+    assert_each_item_once_per_epoch(effective, epochs=2)
+    assert_same_state(reference / "straight/checkpoints/last.ckpt", tmp_path / "seg2/checkpoints/last.ckpt")
 
 
 DDP = ["exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu",
@@ -167,9 +159,15 @@ DDP = ["exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.ac
 @pytest.mark.slow
 def test_ddp_run_killed_and_resumed_matches_uninterrupted(tmp_path):
     """Two CPU processes (gloo): both killed after step 3 (mid-epoch 1) and resumed: the final state equals the
-    uninterrupted DDP run's (every rank's RNG state is in the checkpoint), and each rank's item order too."""
+    uninterrupted DDP run's (every rank's RNG state is in the checkpoint), and each rank's item order too.
+    The uninterrupted run also pins DDP on CPU from the command line: both members start, rank 0 writes the
+    previews and last.ckpt at the final step."""
     straight = train(tmp_path, "straight", *DDP, BIRD_FAULT_ITEM_LOG=str(tmp_path / "straight.items"))
-    assert straight.returncode == 0, (straight.stdout + straight.stderr)[-3000:]
+    output = straight.stdout + straight.stderr
+    assert straight.returncode == 0, output[-3000:]
+    assert "MEMBER: 2/2" in output and "finished at step 4" in output
+    assert (tmp_path / "straight/previews/step_00000002").is_dir()
+    assert torch.load(tmp_path / "straight/checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
     killed = train(tmp_path, "killed", *DDP, BIRD_FAULT_KILL_AT_STEP="3",
                    BIRD_FAULT_ITEM_LOG=str(tmp_path / "killed.items"))
     assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]

@@ -1,4 +1,5 @@
-"""`train.py` as users run it: experiment configs, start-up config errors, kill-and-resume, DDP on CPU."""
+"""`train.py` as users run it: experiment configs, start-up config errors, kill-and-resume, loggers (DDP on CPU:
+tests/test_faults.py)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def compose_exp(exp: str, *overrides: str):
         return compose(config_name="config", overrides=[f"exp={exp}", *overrides], return_hydra_config=True)
 
 
-def run_train(root: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(root: Path, *overrides: str, timeout: int = 300,
+              multirun: bool = False) -> subprocess.CompletedProcess:
+    """`python train.py [-m] paths.root_dir=root overrides...`; multirun: one process runs each job of the sweep in turn
+    (the jobs' folders: hydra.sweep.dir/<job number>), which saves the start-up of a process per job."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "train.py", f"paths.root_dir={root}", *overrides], cwd=ROOT,
+    flags = ["-m"] if multirun else []
+    return subprocess.run([sys.executable, "train.py", *flags, f"paths.root_dir={root}", *overrides], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -135,6 +140,11 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
 
 
 def test_killed_run_resumes_from_last_good_checkpoint(tmp_path):
+    """Two behaviours, one kill and one resume:
+    - killed from outside (SIGKILL at an arbitrary moment, a checkpoint write included) after its third periodic
+      checkpoint, the run's last.ckpt is complete and resumes;
+    - the resumed run stops at a max_steps between two periodic saves (every 2 steps, an odd last step): last.ckpt
+      still holds the final step, with the EMA (as after a time limit)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     command = [sys.executable, "train.py", f"paths.root_dir={tmp_path}", "exp=dmae_tiny", "trainer.max_steps=100000",
                "callbacks.checkpoint.every_n_train_steps=2", "callbacks.audio_preview.every_n_steps=100000",
@@ -151,13 +161,16 @@ def test_killed_run_resumes_from_last_good_checkpoint(tmp_path):
     state = torch.load(last, weights_only=True)  # whatever the kill interrupted, last.ckpt is complete
     step = int(state["global_step"])
     assert step >= 4 and step % 2 == 0
-    result = run_train(tmp_path, "exp=dmae_tiny", f"+ckpt={last}", f"trainer.max_steps={step + 4}",
+    result = run_train(tmp_path, "exp=dmae_tiny", f"+ckpt={last}", f"trainer.max_steps={step + 3}",
+                       "callbacks.checkpoint.every_n_train_steps=2", "callbacks.audio_preview=null",
                        "hydra.run.dir=" + str(tmp_path / "resumed"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"finished at step {step + 4}" in result.stdout
-    resumed = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
-    assert resumed["global_step"] == step + 4
-    assert resumed["counters"]["skipped_nonfinite_steps"] == 0
+    assert f"finished at step {step + 3}" in result.stdout
+    resumed = tmp_path / "resumed/checkpoints"
+    assert torch.load(resumed / f"step={step + 2:08d}.ckpt", weights_only=True)["global_step"] == step + 2
+    final = torch.load(resumed / "last.ckpt", weights_only=True)
+    assert final["global_step"] == step + 3 and "ema" in " ".join(final["state_dict"])
+    assert final["counters"]["skipped_nonfinite_steps"] == 0
 
 
 def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch):
@@ -175,37 +188,6 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch)
         io.save_checkpoint({"step": 2, "blob": torch.zeros(1000)}, target)
     assert torch.load(target, weights_only=True) == {"step": 1}
     assert list(tmp_path.iterdir()) == [target]
-
-
-def test_resume_last_finds_newest_checkpoint(tmp_path):
-    first = run_train(tmp_path, "exp=dmae_tiny", "trainer.max_steps=4", "callbacks.audio_preview.every_n_steps=100")
-    assert first.returncode == 0, first.stderr[-3000:]
-    again = run_train(tmp_path, "exp=dmae_tiny", "+ckpt=last", "trainer.max_steps=6",
-                      "callbacks.audio_preview.every_n_steps=100")
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "finished at step 6" in again.stdout
-
-
-def test_run_stopped_between_periodic_saves_keeps_its_last_steps(tmp_path):
-    """max_steps (or a time limit) between two periodic checkpoints: last.ckpt still holds the final step."""
-    result = run_train(tmp_path, "exp=dmae_tiny", "trainer.max_steps=5", "callbacks.checkpoint.every_n_train_steps=3",
-                       "callbacks.audio_preview=null", "hydra.run.dir=" + str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoints = tmp_path / "run/checkpoints"
-    assert torch.load(checkpoints / "step=00000003.ckpt", weights_only=True)["global_step"] == 3
-    final = torch.load(checkpoints / "last.ckpt", weights_only=True)
-    assert final["global_step"] == 5 and "ema" in " ".join(final["state_dict"])
-
-
-def test_ddp_two_processes_on_cpu(tmp_path):
-    result = run_train(tmp_path, "exp=dmae_tiny", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4",
-                       "callbacks.audio_preview.every_n_steps=2", "hydra.run.dir=" + str(tmp_path / "run"))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "MEMBER: 2/2" in output and "finished at step 4" in output
-    state = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
-    assert state["global_step"] == 4
-    assert (tmp_path / "run/previews/step_00000002").is_dir()
 
 
 def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
@@ -235,30 +217,39 @@ def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     assert json.loads(sidecar.read_text())["model"] == load_arch_yaml("diffgen_arch", "tiny")
 
 
-@pytest.mark.parametrize("logger", sorted(p.stem for p in (ROOT / "main/conf/logger").glob("*.yaml")))
-def test_every_logger_option_starts(logger, tmp_path):
-    """Each `logger=` the README offers composes and trains (logger=none used to fail on LearningRateMonitor)."""
-    result = run_train(tmp_path, "exp=dmae_tiny", f"logger={logger}", "trainer.max_steps=1",
-                       "callbacks.audio_preview=null", "trainer.limit_val_batches=0", f"hydra.run.dir={tmp_path}/run")
+def test_every_logger_option_starts(tmp_path):
+    """Each `logger=` the README offers composes and trains (logger=none used to fail on LearningRateMonitor): one
+    multirun process, a job per option."""
+    loggers = sorted(p.stem for p in (ROOT / "main/conf/logger").glob("*.yaml"))
+    result = run_train(tmp_path, "exp=dmae_tiny", f"logger={','.join(loggers)}", "trainer.max_steps=1",
+                       "callbacks.audio_preview=null", "trainer.limit_val_batches=0",
+                       f"hydra.sweep.dir={tmp_path}/runs", multirun=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "run/checkpoints/last.ckpt").is_file()
+    for number, logger in enumerate(loggers):
+        job = tmp_path / f"runs/{number}"
+        assert f"logger={logger}" in (job / ".hydra/overrides.yaml").read_text(), logger
+        assert (job / "checkpoints/last.ckpt").is_file(), logger
 
 
 def test_resume_at_epoch_boundary_is_exact_through_train_py(tmp_path):
     """As a user runs it (previews, validation, periodic checkpoints): stopped at the end of epoch 0 (step 4) and
-    resumed with +ckpt, the run ends with the same weights, EMA and optimizer state as an uninterrupted one.
-    (Previews used to draw from the global RNG and shifted the resumed run by up to 5e-4.)"""
+    resumed with +ckpt=last, the run ends with the same weights, EMA and optimizer state as an uninterrupted one.
+    (Previews used to draw from the global RNG and shifted the resumed run by up to 5e-4.)
+    Also pins +ckpt=last: of the task's two last.ckpt files (uninterrupted, then stopped: one multirun process runs
+    both jobs in turn), it resumes from the newest, the stopped run's."""
     common = ["exp=dmae_tiny", "callbacks.checkpoint.every_n_train_steps=2", "callbacks.audio_preview.every_n_steps=2"]
-    runs = {}
-    for name, extra in (("straight", ["trainer.max_steps=6"]), ("stopped", ["trainer.max_steps=4"])):
-        result = run_train(tmp_path, *common, *extra, f"hydra.run.dir={tmp_path / name}")
-        assert result.returncode == 0, result.stderr[-3000:]
-    result = run_train(tmp_path, *common, "trainer.max_steps=6", f"+ckpt={tmp_path / 'stopped/checkpoints/last.ckpt'}",
-                       f"hydra.run.dir={tmp_path / 'resumed'}")
+    sweep = tmp_path / "logs/dmae_tiny/multiruns/straight_then_stopped"  # where +ckpt=last looks: the task's logs
+    result = run_train(tmp_path, *common, "trainer.max_steps=6,4", f"hydra.sweep.dir={sweep}", multirun=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("straight", "resumed"):
-        runs[name] = torch.load(tmp_path / name / "checkpoints/last.ckpt", weights_only=True)
-    a, b = runs["straight"], runs["resumed"]
+    straight, stopped = sweep / "0/checkpoints/last.ckpt", sweep / "1/checkpoints/last.ckpt"
+    assert torch.load(stopped, weights_only=True)["global_step"] == 4
+    assert stopped.stat().st_mtime > straight.stat().st_mtime
+    result = run_train(tmp_path, *common, "trainer.max_steps=6", "+ckpt=last", f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished at step 6" in result.stdout
+    assert f"Restoring states from the checkpoint path at {stopped}" in result.stdout + result.stderr
+    a = torch.load(straight, weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
