@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from main.callbacks import LatentSpeciesCallback  # noqa: E402
 from main.data.latents import LatentDataModule  # noqa: E402
 from main.modules import DiffGen  # noqa: E402
+from main.nets.removed import drop_removed_from_saved  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     for path in args.checkpoints:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "kind"}
+        saved = drop_removed_from_saved(checkpoint["hyper_parameters"], "diffgen", path, training=True)
+        hparams = {k: v for k, v in saved.items() if k != "kind"}
         module = DiffGen(**hparams)
         module.load_state_dict(checkpoint["state_dict"])
         module.eval()

@@ -69,7 +69,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "model.lr": float, "model.eps": float, "model.weight_decay": float, "model.ema_beta": float,
     "model.ema_power": float, "model.ema_update_every": int, "model.ema_update_after_step": int,
     "model.lr_warmup_steps": int, "model.lr_min_ratio": float, "model.cfg_mask_proba": float,
-    "model.preview_steps": int, "model.sample_rate": int, "model.sigma_mean": float, "model.sigma_std": float,
+    "model.preview_steps": int, "model.sample_rate": int,
     "model.bottleneck_penalty": float, "model.bottleneck_limit": float,
     "datamodule.batch_size": int, "datamodule.num_workers": int, "datamodule.crop_length": int,
     "datamodule.sample_rate": int, "seed": int,
@@ -94,7 +94,8 @@ def _check_types(cfg: DictConfig) -> None:
 def _reject_removed_options(cfg: DictConfig, kind: Optional[str]) -> None:
     """A removed option (main.nets.removed) set in the config, at any value, fails naming its key."""
     # where each group sits in the config
-    sections = {"diffgen": "model.model" if kind == "diffgen" else None, "datamodule": "datamodule"}
+    sections = {"diffgen": "model.model" if kind == "diffgen" else None, "training": "model",
+                "datamodule": "datamodule"}
     for group, removed in REMOVED_OPTIONS.items():
         path = sections[group]
         section = OmegaConf.select(cfg, path, default=None) if path else None

@@ -19,37 +19,6 @@ from tqdm.auto import tqdm
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 SamplerName = Literal["ddim", "dpmpp-2m"]
 SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp-2m")
-SIGMA_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "logit-normal")
-SigmasFn = Callable[[int, torch.device], Tensor]  # (num_samples, device) -> noise levels in [0, 1]
-
-
-class UniformSigmas:
-    """Training noise levels drawn uniformly from [0, 1] (the library's default)."""
-
-    def __call__(self, num_samples: int, device: torch.device | str = "cpu") -> Tensor:
-        return torch.rand(num_samples, device=device)
-
-
-class LogitNormalSigmas:
-    """Training noise levels sigmoid(mean + std * N(0, 1)): mean < 0 trains more on low noise levels,
-    where a waveform decoder must remove the last hiss."""
-
-    def __init__(self, mean: float = 0.0, std: float = 1.0):
-        if std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
-        self.mean, self.std = mean, std
-
-    def __call__(self, num_samples: int, device: torch.device | str = "cpu") -> Tensor:
-        return torch.sigmoid(self.mean + self.std * torch.randn(num_samples, device=device))
-
-
-def sigma_distribution(name: str = "uniform", mean: float = 0.0, std: float = 1.0):
-    """The training noise-level distribution called `name` (one of SIGMA_DISTRIBUTIONS)."""
-    if name == "uniform":
-        return UniformSigmas()
-    if name == "logit-normal":
-        return LogitNormalSigmas(mean, std)
-    raise ValueError(f"unknown sigma distribution {name!r}; choose one of {SIGMA_DISTRIBUTIONS}")
 
 
 def alpha_beta(sigmas: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,10 +37,10 @@ def clean_estimate(x_noisy: Tensor, sigmas: Tensor, velocity: Tensor) -> Tensor:
     return alphas * x_noisy - betas * velocity
 
 
-def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor,
-                     sigmas_fn: Optional[SigmasFn] = None) -> Tensor:
-    """MSE between predicted and true velocity at drawn noise levels (uniform by default: same RNG order as ADP)."""
-    sigmas = (sigmas_fn or UniformSigmas())(x.shape[0], x.device)
+def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor) -> Tensor:
+    """MSE between predicted and true velocity at noise levels drawn uniformly from [0, 1] (the library's, in the
+    same RNG order)."""
+    sigmas = torch.rand(x.shape[0], device=x.device)
     noise = torch.randn_like(x)
     alphas, betas = alpha_beta(_expand(sigmas, x.ndim))
     x_noisy = alphas * x + betas * noise

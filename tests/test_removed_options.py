@@ -13,6 +13,7 @@ from hydra.errors import ConfigCompositionException
 from main.config import ConfigError, validate_config
 from main.diffusion import sample
 from main.models import build_diffgen, load_model, model_state_dict
+from main.nets.removed import drop_removed_from_saved
 from main.sample import main as sample_main
 from tests.conftest import save_export
 from tests.test_train_cli import compose_exp
@@ -23,7 +24,9 @@ SAVED_MODEL_OPTIONS = [("rotary_positions", False, True), ("data_scale", 1.0, 0.
 CONFIG_OPTIONS = [("diffgen_tiny", "model.model.rotary_positions", "false"),
                   ("diffgen_tiny", "model.model.data_scale", "0.5"),
                   ("dmae_tiny", "datamodule.loudness_normalize", "true"),
-                  ("diffgen_tiny", "datamodule.target_dbfs", "-14")]
+                  ("diffgen_tiny", "datamodule.target_dbfs", "-14"),
+                  ("dmae_tiny", "model.sigma_distribution", "logit-normal"),
+                  ("diffgen_tiny", "model.sigma_mean", "-1.0")]
 
 
 def _checkpoint(path, model: torch.nn.Module, hparams: dict[str, Any]) -> Any:
@@ -50,6 +53,23 @@ def test_saved_files_with_a_removed_option_load_when_off_and_are_refused_when_on
             else:
                 with pytest.raises(ValueError, match=rf"{path.name}: diffgen model\.{key}=.*removed"):
                     load_model(path, "diffgen")
+
+
+def test_removed_training_settings_are_checked_when_a_module_is_rebuilt_and_ignored_by_weight_loading(
+        tmp_path, tiny_diffgen_config):
+    """A checkpoint's noise-level settings: uniform (with any sigma_mean / sigma_std, which only parametrised
+    logit-normal) is dropped, logit-normal refused when its LightningModule is rebuilt; its weights load either way."""
+    old = {"kind": "diffgen", "model": dict(tiny_diffgen_config), "lr": 1e-4, "sigma_distribution": "uniform",
+           "sigma_mean": -1.0, "sigma_std": 1.0}
+    assert drop_removed_from_saved(old, "diffgen", training=True) == {"kind": "diffgen", "model": tiny_diffgen_config,
+                                                                      "lr": 1e-4}
+    logit_normal = {**old, "sigma_distribution": "logit-normal"}
+    with pytest.raises(ValueError, match=r"old\.ckpt: sigma_distribution='logit-normal': this option was removed"):
+        drop_removed_from_saved(logit_normal, "diffgen", "old.ckpt", training=True)
+    torch.manual_seed(0)
+    model = build_diffgen(**tiny_diffgen_config)
+    loaded, config = load_model(_checkpoint(tmp_path / "old.ckpt", model, logit_normal), "diffgen")
+    assert "sigma_distribution" not in config and loaded.config == model.config
 
 
 @pytest.mark.parametrize("exp,key,value", CONFIG_OPTIONS)

@@ -330,20 +330,6 @@ def test_dmae_uniform_loss_is_the_library_loss(tiny_diffae_config):
     torch.testing.assert_close(ours, library, rtol=0, atol=0)
 
 
-def test_logit_normal_training_sigmas(tiny_diffae_config):
-    """`model.sigma_distribution=logit-normal` shifts training noise levels; validation stays uniform."""
-    from main.diffusion import LogitNormalSigmas
-
-    torch.manual_seed(0)
-    sigmas = LogitNormalSigmas(mean=-1.0, std=1.0)(20000)
-    assert 0 < float(sigmas.min()) and float(sigmas.max()) < 1
-    assert abs(float(sigmas.median()) - torch.sigmoid(torch.tensor(-1.0)).item()) < 0.01
-    module = DMAE(model=tiny_diffae_config, sample_rate=16000, sigma_distribution="logit-normal", sigma_mean=-1.0)
-    assert isinstance(module.training_sigmas, LogitNormalSigmas)
-    with pytest.raises(ValueError, match="model.sigma_distribution"):
-        DMAE(model=tiny_diffae_config, sample_rate=16000, sigma_distribution="lognormal")
-
-
 def test_ema_model_computes_with_its_own_weights(tiny_diffae_config, tiny_diffgen_config, text_encoder_path):
     """The EMA twin is a separate model: changing its weights changes its output and not the online model's.
     (A deep copy of an a-unet U-Net shares the original's forward closures, so a deep-copied 'EMA' computed

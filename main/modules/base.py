@@ -20,8 +20,6 @@ from torch import Tensor, nn
 from main import faults
 from main.checkpointing import (collect_rank_rng_states, gather_from_ranks, non_finite_tensors,
                                 restore_rank_rng_states, restore_rng_states, this_rank)
-from main.diffusion import SIGMA_DISTRIBUTIONS, SigmasFn, UniformSigmas
-from main.diffusion import sigma_distribution as sigma_distribution_fn
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -66,22 +64,13 @@ class EMADiffusionModule(pl.LightningModule):
         lr_warmup_steps: int = 0,
         lr_schedule: str = "constant",
         lr_min_ratio: float = 0.1,
-        sigma_distribution: str = "uniform",
-        sigma_mean: float = 0.0,
-        sigma_std: float = 1.0,
     ):
         super().__init__()
         training = dict(lr=lr, betas=list(betas), eps=eps, weight_decay=weight_decay, ema_beta=ema_beta,
                         ema_power=ema_power, ema_update_every=ema_update_every,
                         ema_update_after_step=ema_update_after_step, validation_seed=validation_seed,
                         preview_steps=preview_steps, preview_sampler=preview_sampler,
-                        lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio,
-                        sigma_distribution=sigma_distribution, sigma_mean=sigma_mean, sigma_std=sigma_std)
-        if sigma_distribution not in SIGMA_DISTRIBUTIONS:
-            raise ValueError(
-                f"model.sigma_distribution must be one of {SIGMA_DISTRIBUTIONS}, got {sigma_distribution!r}")
-        # Training draws noise levels from this; validation always uses uniform ones (comparable across runs).
-        self.training_sigmas = sigma_distribution_fn(sigma_distribution, sigma_mean, sigma_std)
+                        lr_warmup_steps=lr_warmup_steps, lr_schedule=lr_schedule, lr_min_ratio=lr_min_ratio)
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"model.lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters({k: plain(v) for k, v in {**hparams, **training}.items()})
@@ -127,10 +116,6 @@ class EMADiffusionModule(pl.LightningModule):
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
         """The diffusion loss of `model` on `batch` (CFG masking only when `training`)."""
         raise NotImplementedError
-
-    def loss_sigmas(self, training: bool) -> SigmasFn:
-        """Noise levels for a loss: the configured distribution in training, uniform in validation."""
-        return self.training_sigmas if training else UniformSigmas()
 
     def configure_optimizers(self) -> Any:
         """AdamW over the trainable parameters of the online model only (not the EMA copy, not frozen parts),

@@ -105,7 +105,7 @@ class DiffGen(EMADiffusionModule):
         """V-diffusion loss on latents, text masked for CFG with probability `cfg_mask_proba` in training."""
         latent, embedding, mask = self.encode_batch(batch)
         proba = self.hparams.cfg_mask_proba if training else 0.0
-        return text_conditional_loss(model, latent, embedding, mask, proba, self.loss_sigmas(training))
+        return text_conditional_loss(model, latent, embedding, mask, proba)
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

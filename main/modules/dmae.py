@@ -51,12 +51,11 @@ class DMAE(EMADiffusionModule):
 
     def diffusion_loss(self, model: nn.Module, batch: Mapping[str, Any], training: bool) -> Tensor:
         """The DiffAE loss: encode the audio, then v-diffusion conditioned on the latent (as the library's
-        `DiffusionAE.forward`, with the configured training noise levels)."""
+        `DiffusionAE.forward`)."""
         audio = batch["audio"]
         latent, pre = encode_with_pre_bottleneck(model, audio)
         channels = [None] * model.inject_depth + [latent]
-        loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model),
-                                self.loss_sigmas(training))
+        loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model))
         if training and self.hparams.bottleneck_penalty and not self.hparams.freeze_encoder:
             # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
             # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).

@@ -7,14 +7,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from main.diffusion import SigmasFn, v_diffusion_loss
+from main.diffusion import v_diffusion_loss
 from main.nets.conditioning import diffgen_velocity, is_self_conditioned, unconditional_inputs
 from main.nets.self_condition import self_conditioned_training_fn
 
 
 def text_conditional_loss(
     model: nn.Module, latent: Tensor, embedding: Tensor, mask: Tensor, cfg_mask_proba: float,
-    sigmas_fn: Optional[SigmasFn] = None,
 ) -> Tensor:
     """DiffGen's loss on DiffAE latents: each item's text is swapped for the CFG 'no text' embedding with
     `cfg_mask_proba`; a self-conditioned model sees its own gradient-free clean estimate for half the items."""
@@ -32,4 +31,4 @@ def text_conditional_loss(
         velocity_fn = self_conditioned_training_fn(velocity)
     else:
         velocity_fn = lambda x, s: diffgen_velocity(model, x, s, embedding, mask)  # noqa: E731
-    return v_diffusion_loss(velocity_fn, latent, sigmas_fn)
+    return v_diffusion_loss(velocity_fn, latent)

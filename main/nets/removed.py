@@ -22,12 +22,19 @@ class RemovedOption:
 
 
 # Per group: "diffgen" is DiffGen's architecture (`model.model` of a DiffGen run, the saved `model` of a DiffGen);
+# "training" the settings both LightningModules share (`model`, a checkpoint's top-level hyper-parameters);
 # "datamodule" the audio data module's settings (`datamodule`).
 NO_LOUDNESS_GAIN = "per-crop loudness normalisation gave no gain"
+NO_SIGMA_GAIN = "logit-normal training noise levels gave no gain"
 REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
     "diffgen": {
         "rotary_positions": RemovedOption(False, "it left syllable timing and species accuracy unchanged"),
         "data_scale": RemovedOption(1.0, "DiffGen's latent scale 0.5 started faster and ended lower"),
+    },
+    "training": {
+        "sigma_distribution": RemovedOption("uniform", NO_SIGMA_GAIN),
+        "sigma_mean": RemovedOption(0.0, NO_SIGMA_GAIN, parameter_of="sigma_distribution"),
+        "sigma_std": RemovedOption(1.0, NO_SIGMA_GAIN, parameter_of="sigma_distribution"),
     },
     "datamodule": {
         "loudness_normalize": RemovedOption(False, NO_LOUDNESS_GAIN),
@@ -59,10 +66,13 @@ def drop_removed_options(values: Mapping[str, Any], group: str, where: str = "")
     return kept
 
 
-def drop_removed_from_saved(config: Mapping[str, Any], kind: str, source: Any = "saved config") -> dict[str, Any]:
+def drop_removed_from_saved(config: Mapping[str, Any], kind: str, source: Any = "saved config",
+                            training: bool = False) -> dict[str, Any]:
     """The config saved in `source` (an export's JSON or a checkpoint's hyper-parameters) of a `kind` ('diffae' or
-    'diffgen') without removed options (see `drop_removed_options`)."""
-    out = dict(config)
+    'diffgen') without removed options (see `drop_removed_options`). With `training` (rebuilding a checkpoint's
+    LightningModule) the training settings are checked too; loading weights ignores them, as they changed how the
+    weights were trained, not what they compute."""
+    out = drop_removed_options(config, "training", f"{source}: ") if training else dict(config)
     if isinstance(out.get("model"), Mapping):
         out["model"] = drop_removed_options(out["model"], kind, f"{source}: {kind} model.")
     return out
