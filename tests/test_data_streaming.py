@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,11 @@ def test_write_layout_provenance_and_determinism(manifest: Path, stream: Path, t
             assert meta["key"] == raw["key"] and meta["audio"]["frames"] == raw["audio"].shape[0]
 
     # same input, same options: byte-identical chunks (LitData's index differs only in updated_at)
+    start_method = multiprocessing.get_start_method(allow_none=True)
     again = write_streaming_dataset(manifest, tmp_path / "again", chunk_size=3)
+    # LitData's optimize sets the process-wide start method; writing restores it (else each later DataLoader
+    # worker of the process starts through the fork server and re-imports its modules: seconds, every epoch)
+    assert multiprocessing.get_start_method(allow_none=True) == start_method
     assert again.clips == {s: e["clips"] for s, e in info["splits"].items()}
     for path in sorted(stream.glob("*/*.bin")):
         assert (tmp_path / "again" / path.relative_to(stream)).read_bytes() == path.read_bytes()

@@ -287,12 +287,19 @@ def write_streaming_dataset(
         log_dir.mkdir(parents=True, exist_ok=True)
         folder = out / split
         if jobs:
-            litdata.optimize(
-                fn=ClipEncoder(sample_rate, channels, audio_format, str(log_dir)), inputs=jobs,
-                output_dir=str(folder), chunk_size=chunk_size, chunk_bytes=None if chunk_size else chunk_bytes,
-                num_workers=min(max(1, workers), len(jobs)), keep_data_ordered=True, reorder_files=False,
-                verbose=progress, start_method=start_method or default_start_method(),
-            )
+            previous_start_method = multiprocessing.get_start_method(allow_none=True)
+            try:
+                litdata.optimize(
+                    fn=ClipEncoder(sample_rate, channels, audio_format, str(log_dir)), inputs=jobs,
+                    output_dir=str(folder), chunk_size=chunk_size, chunk_bytes=None if chunk_size else chunk_bytes,
+                    num_workers=min(max(1, workers), len(jobs)), keep_data_ordered=True, reorder_files=False,
+                    verbose=progress, start_method=start_method or default_start_method(),
+                )
+            finally:
+                # LitData makes its start method the process-wide default (set_start_method(force=True)); restore
+                # it, or every later DataLoader worker of this process starts through the fork server and
+                # re-imports what its dataset and collate function need (seconds per worker, every epoch).
+                multiprocessing.set_start_method(previous_start_method, force=True)
         written, failed = _read_log(log_dir)
         for record in failed:
             report.failed[record["reason"]] += 1
