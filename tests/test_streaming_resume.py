@@ -35,11 +35,11 @@ def test_stopped_mid_epoch_and_resumed_equals_uninterrupted(stream: Path, tmp_pa
     common = ["exp=dmae_tiny", "datamodule=streamed", f"datamodule.stream={stream}", "datamodule.num_workers=2",
               "callbacks.checkpoint.every_n_train_steps=1", "callbacks.audio_preview.every_n_steps=100000",
               "callbacks.audio_preview.on_train_end=false"]
-    full = run_train(tmp_path, *common, f"trainer.max_steps={TOTAL}", f"hydra.run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr[-3000:]
-    stopped = run_train(tmp_path, *common, f"trainer.max_steps={STOP}", f"hydra.run.dir={tmp_path / 'stopped'}")
-    assert stopped.returncode == 0, stopped.stderr[-3000:]
-    last = tmp_path / "stopped/checkpoints/last.ckpt"
+    # the uninterrupted and the stopped run: one multirun process, a job each (runs/0 and runs/1)
+    runs = run_train(tmp_path, *common, f"trainer.max_steps={TOTAL},{STOP}", f"hydra.sweep.dir={tmp_path / 'runs'}",
+                     multirun=True)
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    last = tmp_path / "runs/1/checkpoints/last.ckpt"
     state = torch.load(last, weights_only=False)
     assert state["global_step"] == STOP
     loader_state = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
@@ -47,7 +47,7 @@ def test_stopped_mid_epoch_and_resumed_equals_uninterrupted(stream: Path, tmp_pa
     resumed = run_train(tmp_path, *common, f"+ckpt={last}", f"trainer.max_steps={TOTAL}",
                         f"hydra.run.dir={tmp_path / 'resumed'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = _weights(tmp_path / "full/checkpoints/last.ckpt")
+    a = _weights(tmp_path / "runs/0/checkpoints/last.ckpt")
     b = _weights(tmp_path / "resumed/checkpoints/last.ckpt")
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
