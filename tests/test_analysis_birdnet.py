@@ -148,6 +148,7 @@ def _manifest_with_splits(data, path):
     return path
 
 
+@pytest.mark.slow
 def test_sweep_and_report_end_to_end(data, tmp_path, tiny_exports):
     from main.analysis.clips import write_clips_csv
     from main.analysis.report import write_report

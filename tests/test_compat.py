@@ -177,6 +177,7 @@ def test_unmappable_checkpoint_is_refused_naming_keys(by_original):
         convert_training_checkpoint(checkpoint, num_params=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dmae", "diffgen"])
 def test_original_code_checkpoints_resume_through_train_py(by_original, name, tmp_path):
     """`+ckpt=<the original's .ckpt>` continues at its step with its optimizer state and EMA; a DiffGen keeps the
@@ -204,6 +205,7 @@ def test_original_code_checkpoints_resume_through_train_py(by_original, name, tm
         assert all(torch.equal(v, stored[k]) for k, v in load_file(str(autoencoder)).items())
 
 
+@pytest.mark.slow
 def test_original_code_checkpoint_without_optimizer_starts_weights_only(by_original, tmp_path):
     checkpoint = torch.load(by_original["dmae"], weights_only=True)
     del checkpoint["optimizer_states"]
@@ -265,6 +267,7 @@ def test_resuming_an_original_diffgen_keeps_the_diffae_in_its_checkpoint(by_orig
     assert migrate_if_original(str(tmp_path / "absent.ckpt"), config()) is None
 
 
+@pytest.mark.slow
 def test_exp_diffgen_refuses_to_resume_an_original_on_another_diffae(by_original, tmp_path):
     """The case users meet: `exp=diffgen` points model.autoencoder at exports/diffae.safetensors, which holds
     another DiffAE than the original checkpoint: train.py stops with one line naming the setting."""

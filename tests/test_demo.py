@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import soundfile as sf
 
 from main.demo import logged
 from main.demo import main as demo_main
 
 
+@pytest.mark.slow
 def test_fast_demo_trains_generates_and_reports(tmp_path):
     report = demo_main(["--fast", "--out", str(tmp_path), "--per-species", "2", "--steps", "4"])
     text = report.read_text()

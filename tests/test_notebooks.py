@@ -46,6 +46,7 @@ def test_notebooks_are_stored_without_outputs(name):
                for cell in book.cells if cell.cell_type == "code")
 
 
+@pytest.mark.slow
 def test_generate_notebook_plays_and_plots(tiny_exports):
     book = run_notebook("generate.ipynb", {
         "NOTEBOOK_DIFFAE": str(tiny_exports["diffae"]), "NOTEBOOK_DIFFGEN": str(tiny_exports["diffgen"]),
@@ -55,6 +56,7 @@ def test_generate_notebook_plays_and_plots(tiny_exports):
     assert any("image/png" in d for d in shown)  # the spectrograms
 
 
+@pytest.mark.slow
 def test_evaluate_notebook_scores_generated_clips(tiny_exports, tmp_path):
     manifest = generate_synthetic_dataset(tmp_path / "data", clips_per_species=3, duration_s=3.0, sample_rate=16000)
     book = run_notebook("evaluate.ipynb", {

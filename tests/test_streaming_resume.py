@@ -31,6 +31,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_stopped_mid_epoch_and_resumed_equals_uninterrupted(stream: Path, tmp_path: Path) -> None:
     common = ["exp=dmae_tiny", "datamodule=streamed", f"datamodule.stream={stream}", "datamodule.num_workers=2",
               "callbacks.checkpoint.every_n_train_steps=1", "callbacks.audio_preview.every_n_steps=100000",

@@ -139,6 +139,7 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_last_good_checkpoint(tmp_path):
     """Two behaviours, one kill and one resume:
     - killed from outside (SIGKILL at an arbitrary moment, a checkpoint write included) after its third periodic
@@ -190,6 +191,7 @@ def test_interrupted_checkpoint_write_keeps_previous_file(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.slow
 def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     result = run_train(tmp_path, "exp=diffgen_tiny", "trainer.max_steps=4", "hydra.run.dir=" + str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -217,6 +219,7 @@ def test_diffgen_tiny_trains_from_the_command_line(tmp_path):
     assert json.loads(sidecar.read_text())["model"] == load_arch_yaml("diffgen_arch", "tiny")
 
 
+@pytest.mark.slow
 def test_every_logger_option_starts(tmp_path):
     """Each `logger=` the README offers composes and trains (logger=none used to fail on LearningRateMonitor): one
     multirun process, a job per option."""
@@ -231,6 +234,7 @@ def test_every_logger_option_starts(tmp_path):
         assert (job / "checkpoints/last.ckpt").is_file(), logger
 
 
+@pytest.mark.slow
 def test_resume_at_epoch_boundary_is_exact_through_train_py(tmp_path):
     """As a user runs it (previews, validation, periodic checkpoints): stopped at the end of epoch 0 (step 4) and
     resumed with +ckpt=last, the run ends with the same weights, EMA and optimizer state as an uninterrupted one.
