@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from main.renames import add_flag_alias
+
 ROOT = Path(__file__).resolve().parents[1]
 # --fast: 6 recordings of 1 s per species (3 / 1 / 2 in train / valid / test), so that every species is trained,
 # probed and evaluated, in seconds.
@@ -154,16 +156,19 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--cfg1-per-species", type=int, default=5,
                         help="generated clips per species at CFG 1, the comparison (at most --per-species; 5 "
                              "instead of 10 saves a minute or two of the default demo on 2 cores)")
-    parser.add_argument("--steps", type=int, default=15, help="DiffGen sampling steps (DPM-Solver++; 15 score as "
-                                                              "25 on the demo, a generation run takes 13%% less: "
-                                                              "BENCHMARKS.md)")
+    parser.add_argument("--sampling-steps", type=int, default=15,
+                        help="DiffGen sampling steps (DPM-Solver++; 15 score as 25 on the demo, a generation run "
+                             "takes 13%% less: BENCHMARKS.md)")
+    add_flag_alias(parser, "--steps", "sampling_steps", type=int)
     parser.add_argument("--decoding-steps", type=int,
-                        help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --steps; 12 reconstruct "
-                             "the demo's test recordings at 0.90 vs 0.92 with 25, at half the cost: BENCHMARKS.md)")
-    parser.add_argument("--cfg", type=float, default=3.0, help="CFG scale of the main evaluation (CFG 1 is shown "
-                                                               "beside it)")
+                        help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --sampling-steps; 12 "
+                             "reconstruct the demo's test recordings at 0.90 vs 0.92 with 25, at half the cost: "
+                             "BENCHMARKS.md)")
+    parser.add_argument("--embedding-scale", type=float, default=3.0,
+                        help="classifier-free guidance scale of the main evaluation (CFG 1 is shown beside it)")
+    add_flag_alias(parser, "--cfg", "embedding_scale", type=float)
     args = parser.parse_args(argv)
-    decoding_steps = args.decoding_steps or (args.steps if args.fast else 12)
+    decoding_steps = args.decoding_steps or (args.sampling_steps if args.fast else 12)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
@@ -222,16 +227,16 @@ def main(argv: Optional[list[str]] = None) -> Path:
         log)
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
-    steps = ["--steps", str(args.steps), "--decoding-steps", str(decoding_steps), "--sampler", "dpmpp-2m",
-             "--batch-size", "16"]
+    steps = ["--sampling-steps", str(args.sampling_steps), "--decoding-steps", str(decoding_steps),
+             "--sampler", "dpmpp-2m", "--batch-size", "16"]
     folders = {"generated": out / "eval/generated", "generated (CFG 1)": out / "eval/generated_cfg1"}
-    for cfg, folder, count in ((args.cfg, folders["generated"], args.per_species),
+    for cfg, folder, count in ((args.embedding_scale, folders["generated"], args.per_species),
                                (1.0, folders["generated (CFG 1)"], min(args.cfg1_per_species, args.per_species))):
         run([python, "-m", "main.analysis", "generate", "--diffae", str(diffae), "--diffgen", str(diffgen),
-             "--manifest", str(manifest), "--per-species", str(count), *steps, "--cfg", str(cfg),
+             "--manifest", str(manifest), "--per-species", str(count), *steps, "--embedding-scale", str(cfg),
              "--seconds", seconds, "--out", str(folder)], log)
     run([python, "-m", "main.analysis", "reconstruct", "--diffae", str(diffae), "--manifest", str(manifest),
-         "--steps", str(decoding_steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
+         "--decoding-steps", str(decoding_steps), "--sampler", "dpmpp-2m", "--batch-size", "16", "--seconds", seconds,
          "--out", str(out / "eval/reconstructions")], log)
     run([python, "-m", "main.analysis", "report", "--generated", str(folders["generated"]),
          "--also", f"generated (CFG 1)={folders['generated (CFG 1)']}",

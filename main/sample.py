@@ -20,6 +20,7 @@ from main.data.datamodule import load_recording
 from main.diffusion import SAMPLERS
 from main.inference.device import add_batching, batches_models, resolve_device
 from main.inference.pipeline import CombinedSampler, get_default_combined_sampler
+from main.renames import add_flag_alias
 
 
 def main(argv: Optional[list[str]] = None) -> list[Path]:
@@ -34,10 +35,13 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
     parser.add_argument("--out", type=Path, default=Path("samples"))
     parser.add_argument("--num", type=int, default=1, help="clips per prompt")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--steps", type=int, default=25, help="DiffGen sampling steps")
-    parser.add_argument("--decoding-steps", type=int, help="DiffAE decoding steps (default: --steps)")
+    parser.add_argument("--sampling-steps", type=int, default=25, help="DiffGen sampling steps")
+    add_flag_alias(parser, "--steps", "sampling_steps", type=int)
+    parser.add_argument("--decoding-steps", type=int, help="DiffAE decoding steps (default: --sampling-steps)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="dpmpp-2m")
-    parser.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--embedding-scale", type=float, default=5.0,
+                        help="classifier-free guidance scale (1 = off)")
+    add_flag_alias(parser, "--cfg", "embedding_scale", type=float)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=4, help="clips per step")
     parser.add_argument("--device", default="auto")
@@ -74,8 +78,8 @@ def main(argv: Optional[list[str]] = None) -> list[Path]:
         batch = jobs[start:start + args.batch_size]
         # Job i is seeded `seed + i` (sample() seeds clip j `seed + j`): a clip is the same at any batch size.
         texts = [t for t, _ in batch]
-        steps = dict(sampling_steps=args.steps, decoding_steps=args.decoding_steps or args.steps,
-                     embedding_scale=args.cfg, sampler=args.sampler, seed=args.seed + start)
+        steps = dict(sampling_steps=args.sampling_steps, decoding_steps=args.decoding_steps or args.sampling_steps,
+                     embedding_scale=args.embedding_scale, sampler=args.sampler, seed=args.seed + start)
         if source is not None:
             audio = model.variation(source.expand(len(texts), -1, -1), texts, strength=args.strength, **steps)
         else:

@@ -38,8 +38,9 @@ def webui_clips(tmp_path_factory, model) -> list[np.ndarray]:
 def test_entry_points_give_bit_identical_audio(tmp_path, tiny_exports, model, webui_clips, batch_size):
     written = sample_main(["--diffae", str(tiny_exports["diffae"]), "--diffgen", str(tiny_exports["diffgen"]),
                            *(a for p in PROMPTS for a in ("--prompt", p)), "--seconds", str(SECONDS),
-                           "--steps", str(STEPS), "--cfg", str(CFG), "--sampler", SAMPLER, "--seed", str(SEED),
-                           "--batch-size", str(batch_size), "--device", "cpu", "--out", str(tmp_path / "sample")])
+                           "--sampling-steps", str(STEPS), "--embedding-scale", str(CFG), "--sampler", SAMPLER,
+                           "--seed", str(SEED), "--batch-size", str(batch_size), "--device", "cpu",
+                           "--out", str(tmp_path / "sample")])
     frames = model.latent_frames(SECONDS)
     samples = round(SECONDS * model.sample_rate)
     sampled = []
@@ -49,8 +50,8 @@ def test_entry_points_give_bit_identical_audio(tmp_path, tiny_exports, model, we
         for i, clip in enumerate(audio[..., :samples]):
             sampled.append(save_audio(tmp_path / "combined" / f"{start + i}.wav", clip, model.sample_rate))
     rows = [{"label": p, "sci_name": p, "file": ""} for p in PROMPTS]
-    report = generate_clips(tmp_path / "analysis", model, rows, steps=STEPS, sampler=SAMPLER, cfg_scale=CFG,
-                            seconds=SECONDS, seed=SEED, batch_size=batch_size, show_progress=False)
+    report = generate_clips(tmp_path / "analysis", model, rows, sampling_steps=STEPS, sampler=SAMPLER,
+                            embedding_scale=CFG, seconds=SECONDS, seed=SEED, batch_size=batch_size, show_progress=False)
     analysed = sorted((tmp_path / "analysis").glob("*.wav"))
     assert report.written == len(analysed) == len(PROMPTS)
     for name, clips in {"main.sample": _read(written), "CombinedSampler.sample": _read(sampled),

@@ -17,7 +17,8 @@ MAIN = Path(__file__).resolve().parents[1] / "main"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Helpers with no knowledge of models: files, errors, config files, audio I/O, attention masks, checkpoint I/O.
     ("foundation", ("main", "main.attention", "main.audio", "main.checkpointing", "main.conf", "main.errors",
-                    "main.faults", "main.files", "main.hub", "main.lazy", "main.loggers", "main.provenance")),
+                    "main.faults", "main.files", "main.hub", "main.lazy", "main.loggers", "main.provenance",
+                    "main.renames")),
     # The networks and the diffusion maths they are trained and sampled with (plus the original's weight layout).
     ("nets", ("main.compat", "main.compat.layout", "main.diffusion", "main.nets", "main.text")),
     # Data: sources, manifests, datasets, data modules.

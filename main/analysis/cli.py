@@ -1,6 +1,6 @@
 """Command line: `python -m main.analysis {generate,reconstruct,evaluate,sweep,report} ...`.
 
-    # 200 clips prompted with test labels, 100 DDIM steps, CFG 5
+    # 200 clips prompted with test labels, 100 DDIM steps, CFG (embedding scale) 5
     python -m main.analysis generate --diffae exports/diffae.safetensors --diffgen exports/diffgen.safetensors \\
         --manifest data/manifest.csv --num 200 --out eval/gen
     # DiffAE reconstructions of the same test recordings
@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 from main.diffusion import SAMPLERS
 from main.inference.device import add_batching
+from main.renames import add_flag_alias
 
 
 def _optional_split(value: str) -> Optional[str]:
@@ -82,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(gen)
     _add_selection(gen)
     gen.add_argument("--out", type=Path, required=True, help="folder for the clips, clips.csv, generation.json")
-    gen.add_argument("--steps", type=int, default=100, help="DiffGen sampling steps (default 100)")
+    gen.add_argument("--sampling-steps", type=int, default=100, help="DiffGen sampling steps (default 100)")
+    add_flag_alias(gen, "--steps", "sampling_steps", type=int)
     gen.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="DiffGen sampler (default ddim)")
     gen.add_argument("--decoding-sampler", choices=SAMPLERS, help="DiffAE decoding sampler (default: --sampler)")
-    gen.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    gen.add_argument("--embedding-scale", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    add_flag_alias(gen, "--cfg", "embedding_scale", type=float)
     _add_sampling(gen)
     gen.add_argument("--overwrite", action="store_true", help="regenerate every clip")
     gen.add_argument("--no-latent-probe", action="store_true",
@@ -96,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--diffae", type=Path, required=True)
     _add_selection(rec)
     rec.add_argument("--out", type=Path, required=True)
-    rec.add_argument("--steps", type=int, default=100, help="decoding steps (default 100)")
+    rec.add_argument("--decoding-steps", type=int, default=100, help="decoding steps (default 100)")
+    add_flag_alias(rec, "--steps", "decoding_steps", type=int)
     rec.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     rec.add_argument("--seconds", type=float, default=10.0, help="first seconds of each recording (0 = whole)")
     rec.add_argument("--seed", type=int, default=0)
@@ -116,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sw)
     _add_selection(sw)
     sw.add_argument("--out", type=Path, required=True)
-    sw.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0, 2.5, 5.0, 7.5, 10.0, 15.0])
-    sw.add_argument("--steps", type=int, nargs="+", default=[25, 100])
+    sw.add_argument("--embedding-scales", type=float, nargs="+", default=[1.0, 2.5, 5.0, 7.5, 10.0, 15.0],
+                    help="classifier-free guidance scales")
+    add_flag_alias(sw, "--cfg-scales", "embedding_scales", type=float, nargs="+")
+    sw.add_argument("--sampling-steps", type=int, nargs="+", default=[25, 100], help="DiffGen sampling steps")
+    add_flag_alias(sw, "--steps", "sampling_steps", type=int, nargs="+")
     sw.add_argument("--samplers", choices=SAMPLERS, nargs="+", default=["ddim"])
     _add_sampling(sw)
     _add_evaluation(sw)
@@ -173,9 +180,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
 
         report = generate_from_manifest(
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
-            args.text_encoder, args.device, steps=args.steps, decoding_steps=args.decoding_steps,
-            sampler=args.sampler, decoding_sampler=args.decoding_sampler, cfg_scale=args.cfg, seconds=args.seconds,
-            seed=args.seed, batch_size=args.batch_size, batched=args.batched, overwrite=args.overwrite,
+            args.text_encoder, args.device, sampling_steps=args.sampling_steps, decoding_steps=args.decoding_steps,
+            sampler=args.sampler, decoding_sampler=args.decoding_sampler, embedding_scale=args.embedding_scale,
+            seconds=args.seconds, seed=args.seed, batch_size=args.batch_size, batched=args.batched,
+            overwrite=args.overwrite,
             latent_probe=not args.no_latent_probe)
         print(f"{report.folder}: wrote {report.written} clips, {report.skipped} already there ({report.total} in all)")
         probe = report.folder / "latent_species.json"
@@ -188,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
         from main.analysis.generate import reconstruct_from_manifest
 
         report = reconstruct_from_manifest(
-            args.out, args.diffae, args.manifest, args.split, args.num, args.per_species, steps=args.steps,
+            args.out, args.diffae, args.manifest, args.split, args.num, args.per_species,
+            decoding_steps=args.decoding_steps,
             sampler=args.sampler, seconds=args.seconds or None, seed=args.seed, batch_size=args.batch_size,
             device=args.device, overwrite=args.overwrite)
         print(f"{report.folder}: wrote {report.written} reconstructions, {report.skipped} already there")
@@ -212,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
 
         table = run_sweep(
             args.out, args.diffae, args.diffgen, args.manifest, args.split, args.num, args.per_species,
-            args.cfg_scales, args.steps, args.samplers, args.decoding_steps, args.seconds, args.seed,
+            args.embedding_scales, args.sampling_steps, args.samplers, args.decoding_steps, args.seconds, args.seed,
             args.batch_size, args.text_encoder, args.device, args.reference_split, args.reference_per_species,
             _birdnet(args), args.threshold, args.k, not args.no_logmel, batched=args.batched)
         for row in table:

@@ -24,6 +24,7 @@ from main.analysis.clips import load_audio, write_clips_csv
 from main.audio import slug
 from main.files import PathLike, atomic_path
 from main.provenance import model_identity
+from main.renames import renamed_keywords
 
 GENERATION_FILE = "generation.json"
 RECONSTRUCTION_FILE = "reconstruction.json"
@@ -117,14 +118,15 @@ def _plan_digest(plan: Sequence[Mapping[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(list(plan), sort_keys=True).encode()).hexdigest()
 
 
+@renamed_keywords(steps="sampling_steps", cfg_scale="embedding_scale")
 def generate_clips(
     out_dir: PathLike,
     model: Any,
     rows: Sequence[Mapping[str, Any]],
-    steps: int = 100,
+    sampling_steps: int = 100,
     decoding_steps: Optional[int] = None,
     sampler: str = "ddim",
-    cfg_scale: float = 5.0,
+    embedding_scale: float = 5.0,
     seconds: float = 5.0,
     seed: int = 0,
     batch_size: int = 4,
@@ -136,7 +138,8 @@ def generate_clips(
 ) -> RunReport:
     """Generate one clip per row (prompted with its `label`) into `out_dir` with a CombinedSampler; resumable.
 
-    `sampler` runs DiffGen, `decoding_sampler` (default: `sampler`) the DiffAE decoding.
+    `sampler` runs DiffGen, `decoding_sampler` (default: `sampler`) the DiffAE decoding; `generation.json` keeps
+    its keys `steps` and `cfg_scale` for `sampling_steps` and `embedding_scale` (folders written before resume).
     `settings` (e.g. the model files from `load_sampler` and how the rows were chosen) is saved in
     `generation.json` together with the sampling settings. Clip i is seeded on its own (`seed + i`); `batched`
     (default: on CUDA) runs each group of `batch_size` clips through the models together, which matches the
@@ -151,8 +154,9 @@ def generate_clips(
     folder.mkdir(parents=True, exist_ok=True)
     latent_length = model.latent_frames(seconds)
     samples = round(seconds * model.sample_rate)
-    full = {**dict(settings or {}), "kind": "generate", "steps": steps, "decoding_steps": decoding_steps or steps,
-            "sampler": sampler, "cfg_scale": float(cfg_scale), "seed": seed, "seconds": float(seconds),
+    full = {**dict(settings or {}), "kind": "generate", "steps": sampling_steps,
+            "decoding_steps": decoding_steps or sampling_steps, "sampler": sampler,
+            "cfg_scale": float(embedding_scale), "seed": seed, "seconds": float(seconds),
             "latent_length": latent_length, "sample_rate": model.sample_rate, "num_clips": len(rows),
             "batch_size": batch_size, "device": str(model.device), **decoding_settings()}
     together = batches_models(model.device, batched)
@@ -170,8 +174,8 @@ def generate_clips(
         for start in range(0, len(todo), batch_size):
             batch = [plan[i] for i in todo[start:start + batch_size]]
             generators = clip_generators([r["seed"] for r in batch], model.device)
-            audio, latent = generate_audio(model, [r["label"] for r in batch], generators, steps,
-                                           decoding_steps or steps, cfg_scale, latent_length, sampler,
+            audio, latent = generate_audio(model, [r["label"] for r in batch], generators, sampling_steps,
+                                           decoding_steps or sampling_steps, embedding_scale, latent_length, sampler,
                                            decoding_sampler, batch_size=len(batch) if together else 1)
             for row, clip, clip_latent in zip(batch, audio[..., :samples], latent):
                 _write_latent(latent_path(folder, row["file"]), clip_latent)
@@ -249,6 +253,7 @@ def score_latents(folder: PathLike, diffae: Any, manifest: PathLike, reference_s
     return result
 
 
+@renamed_keywords(steps="sampling_steps", cfg_scale="embedding_scale")
 def generate_from_manifest(
     out_dir: PathLike, diffae: PathLike, diffgen: PathLike, manifest: PathLike, split: str = "test",
     num: Optional[int] = None, per_species: Optional[int] = None, text_encoder: Optional[str] = None,
@@ -290,11 +295,12 @@ def diffae_length_multiple(diffae: Any) -> int:
     return diffae_audio_multiple(getattr(diffae, "config", {}))
 
 
+@renamed_keywords(steps="decoding_steps")
 def reconstruct_clips(
     out_dir: PathLike,
     diffae_file: PathLike,
     rows: Sequence[Mapping[str, Any]],
-    steps: int = 100,
+    decoding_steps: int = 100,
     sampler: str = "ddim",
     seconds: Optional[float] = 10.0,
     seed: int = 0,
@@ -308,6 +314,7 @@ def reconstruct_clips(
 
     Each recording is cut to its first `seconds` (None: whole), zero-padded to a length the DiffAE takes, and
     the reconstruction trimmed back. The decoding noise of clip i comes from a generator seeded `seed + i`.
+    `reconstruction.json` keeps its key `steps` for `decoding_steps`.
     """
     from main.inference.generate import clip_generators
     from main.inference.device import resolve_device
@@ -321,9 +328,9 @@ def reconstruct_clips(
     sample_rate = int(config.get("sample_rate", 32000))
     device_name = resolve_device(device)
     diffae = diffae.eval().requires_grad_(False).to(device_name)
-    full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file), "steps": steps,
-            "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate, "num_clips": len(rows),
-            "batch_size": batch_size, "device": device_name, **decoding_settings()}
+    full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file),
+            "steps": decoding_steps, "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate,
+            "num_clips": len(rows), "batch_size": batch_size, "device": device_name, **decoding_settings()}
     plan = _plan_rows(rows, seed)
     full["plan_sha256"] = _plan_digest(plan)
     _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)
@@ -349,13 +356,14 @@ def reconstruct_clips(
                 with torch.no_grad():
                     latent = diffae.encode(batch.to(device_name))
                     out = decode_latents_seeded(diffae, latent, clip_generators(
-                        [plan[indices[j]]["seed"] for j in members], latent.device), steps, sampler)
+                        [plan[indices[j]]["seed"] for j in members], latent.device), decoding_steps, sampler)
                 for b, j in enumerate(members):
                     _write_wav(folder / plan[indices[j]]["file"], out[b, :, : clips[j].shape[1]], sample_rate)
             bar.update(len(indices))
     return RunReport(folder, len(todo), len(plan) - len(todo), len(plan))
 
 
+@renamed_keywords(steps="decoding_steps")
 def reconstruct_from_manifest(
     out_dir: PathLike, diffae: PathLike, manifest: PathLike, split: str = "test", num: Optional[int] = None,
     per_species: Optional[int] = None, **kwargs: Any,

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from main.analysis.clips import ClipSet, clips_from_folder, clips_from_manifest, select_rows
 from main.analysis.evaluate import evaluate_sets, jsonable, summary_row, write_json
 from main.files import PathLike, write_csv_atomic
+from main.renames import renamed_keywords
 
 DEFAULT_CFG_SCALES: tuple[float, ...] = (1.0, 2.5, 5.0, 7.5, 10.0, 15.0)
 DEFAULT_STEPS: tuple[int, ...] = (25, 100)
@@ -24,6 +25,7 @@ def setting_name(cfg_scale: float, steps: int, sampler: str) -> str:
     return f"cfg{cfg_scale:g}_steps{steps}_{sampler}"
 
 
+@renamed_keywords(cfg_scales="embedding_scales", steps="sampling_steps")
 def run_sweep(
     out_dir: PathLike,
     diffae: PathLike,
@@ -32,8 +34,8 @@ def run_sweep(
     split: str = "test",
     num: Optional[int] = None,
     per_species: Optional[int] = None,
-    cfg_scales: Sequence[float] = DEFAULT_CFG_SCALES,
-    steps: Sequence[int] = DEFAULT_STEPS,
+    embedding_scales: Sequence[float] = DEFAULT_CFG_SCALES,
+    sampling_steps: Sequence[int] = DEFAULT_STEPS,
     samplers: Sequence[str] = ("ddim",),
     decoding_steps: Optional[int] = None,
     seconds: float = 5.0,
@@ -50,7 +52,8 @@ def run_sweep(
     show_progress: bool = True,
     batched: Optional[bool] = None,
 ) -> list[dict[str, Any]]:
-    """Generate and evaluate every (cfg scale, steps, sampler); returns the rows written to `sweep.csv`.
+    """Generate and evaluate every (embedding scale, sampling steps, sampler); returns the rows written to
+    `sweep.csv` (whose columns keep their names `cfg_scale` and `steps`).
 
     `birdnet` is a `main.analysis.birdnet.BirdNet` (None: no BirdNET metrics, no kNN, log-mel FAD only).
     `decoding_steps` None decodes with as many DiffAE steps as sampling steps; `batched`: see `generate_clips`.
@@ -72,13 +75,13 @@ def run_sweep(
     model, info = load_sampler(diffae, diffgen, text_encoder, device)
     base = {"models": info, "manifest": str(Path(manifest).resolve()), "split": split, "num": num,
             "per_species": per_species}
-    settings = [(float(c), int(s), str(m)) for m in samplers for s in steps for c in cfg_scales]
+    settings = [(float(c), int(s), str(m)) for m in samplers for s in sampling_steps for c in embedding_scales]
     sets: dict[str, ClipSet] = {}
     for cfg_scale, n_steps, sampler in settings:
         name = setting_name(cfg_scale, n_steps, sampler)
-        generate_clips(out / name, model, chosen, steps=n_steps, decoding_steps=decoding_steps, sampler=sampler,
-                       cfg_scale=cfg_scale, seconds=seconds, seed=seed, batch_size=batch_size, settings=base,
-                       show_progress=show_progress, batched=batched)
+        generate_clips(out / name, model, chosen, sampling_steps=n_steps, decoding_steps=decoding_steps,
+                       sampler=sampler, embedding_scale=cfg_scale, seconds=seconds, seed=seed, batch_size=batch_size,
+                       settings=base, show_progress=show_progress, batched=batched)
         sets[name] = clips_from_folder(out / name)
     results = evaluate_sets(sets, test, reference, birdnet, threshold, k, logmel, show_progress)
     table = []
@@ -88,11 +91,11 @@ def run_sweep(
                                "decoding_steps": decoding_steps or n_steps, "sampler": sampler,
                                **summary_row(results[name])}))  # NaN (no such metric) -> None
     write_sweep(out, table, {
-        "settings": {**base, "cfg_scales": list(cfg_scales), "steps": list(steps), "samplers": list(samplers),
-                     "decoding_steps": decoding_steps, "seconds": seconds, "seed": seed, "threshold": threshold,
-                     "k": k, "reference_split": reference_split, "reference_per_species": reference_per_species,
-                     "n_test_clips": len(test), "n_reference_clips": len(reference) if reference else 0,
-                     "birdnet": birdnet is not None},
+        "settings": {**base, "cfg_scales": list(embedding_scales), "steps": list(sampling_steps),  # keys as before
+                     "samplers": list(samplers), "decoding_steps": decoding_steps, "seconds": seconds, "seed": seed,
+                     "threshold": threshold, "k": k, "reference_split": reference_split,
+                     "reference_per_species": reference_per_species, "n_test_clips": len(test),
+                     "n_reference_clips": len(reference) if reference else 0, "birdnet": birdnet is not None},
         "results": results,
     })
     return table
