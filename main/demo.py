@@ -6,7 +6,7 @@
     python -m main.demo --out demo --fast          # tiny models and a few steps (what the tests run)
 
 As the seed starts its DiffAE from a pretrained one, the demo starts from `pretrained/diffae_demo.safetensors`
-(trained on the synthetic training split; command and provenance in README.md) and optionally fine-tunes it
+(trained on the synthetic training split; command and provenance in docs/demo.md) and optionally fine-tunes it
 (`--dmae-steps`). Every stage is the command a GPU user runs at full scale (`train.py`, `main.export`,
 `main.preencode`, `main.analysis`) with the small `*_demo` (or `*_tiny`) experiment configs. Stages train for a
 fixed number of steps, so a slower machine trains as much, only longer; a time limit per stage is a safety net

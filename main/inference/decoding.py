@@ -20,7 +20,8 @@ __all__ = ["DECODING_SIGMA_POWER", "OUTPUT_PEAK", "decode_latent", "decoding_noi
 
 # The decoding schedule's power (main.diffusion.sigma_schedule): 2 puts more of the steps at low noise levels.
 # On the demo DiffAE's reconstructions (12 DPM-Solver++ steps) it lowered the noise floor between syllables from
-# +7.1 to +3.1 dB above the real recordings' at the same cost (BENCHMARKS.md, "Decoding schedule").
+# +7.8 (linear) to +3.8 dB above the real recordings' at the same cost (N = 20; f72229a, 2026-12-06;
+# BENCHMARKS.md, "Sound fidelity").
 DECODING_SIGMA_POWER = 2.0
 # Decoded audio is scaled down, clip by clip, to peak at most here (real recordings are normalised below full scale;
 # a decoder's overshoot would otherwise be clipped when written).
