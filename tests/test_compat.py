@@ -267,6 +267,33 @@ def test_resuming_an_original_diffgen_keeps_the_diffae_in_its_checkpoint(by_orig
     assert migrate_if_original(str(tmp_path / "absent.ckpt"), config()) is None
 
 
+def test_resuming_the_continued_run_keeps_the_diffae_it_was_trained_with(by_original, tmp_path, caplog):
+    """After an original DiffGen resumed with model.autoencoder=null, the run's own checkpoints (`+ckpt=last`) do
+    not hold the DiffAE: the same command takes the file the checkpoint names, never a random DiffAE, and refuses
+    naming the setting when that file is gone."""
+    from main.compat import migrate_if_original
+    from main.config import ConfigError
+
+    def config():
+        cfg = compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", *by_original_overrides("diffgen")[1:],
+                          "model.autoencoder=null")
+        cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    first = config()
+    migrate_if_original(str(by_original["diffgen"]), first)
+    written = Path(first.model.autoencoder)
+    continued = tmp_path / "last.ckpt"  # what the continued run saves: its hparams name the DiffAE file
+    torch.save({"state_dict": {}, "hyper_parameters": {"kind": "diffgen", "autoencoder": str(written)}}, continued)
+
+    again = config()
+    assert migrate_if_original(str(continued), again) is None
+    assert again.model.autoencoder == str(written) and "the DiffAE the checkpoint was trained with" in caplog.text
+    written.unlink()
+    with pytest.raises(ConfigError, match="model.autoencoder=null: the checkpoint was trained with the DiffAE"):
+        migrate_if_original(str(continued), config())
+
+
 @pytest.mark.slow
 def test_exp_diffgen_refuses_to_resume_an_original_on_another_diffae(by_original, tmp_path):
     """The case users meet: `exp=diffgen` points model.autoencoder at exports/diffae.safetensors, which holds

@@ -165,13 +165,32 @@ class OriginalResume:
         return path
 
 
+def adopt_stored_autoencoder(checkpoint: Mapping[str, Any], cfg: Any) -> None:
+    """Resuming one of this repository's DiffGen checkpoints with `model.autoencoder=null` (as after resuming an
+    original checkpoint, whose DiffAE was written out): use the DiffAE file the checkpoint was trained with, which
+    the checkpoint does not hold, instead of a randomly initialised one; refuse when that file is gone."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    stored = hparams.get("autoencoder") if hparams.get("kind") == "diffgen" else None
+    if stored is None or "autoencoder" not in cfg.model or cfg.model.autoencoder is not None:
+        return
+    if not Path(str(stored)).is_file():
+        raise ConfigError(f"model.autoencoder=null: the checkpoint was trained with the DiffAE {stored}, which is "
+                          "not found; set model.autoencoder to that DiffAE's file")
+    cfg.model.autoencoder = str(stored)
+    log.warning("resuming: model.autoencoder=%s (the DiffAE the checkpoint was trained with)", stored)
+
+
 def migrate_if_original(ckpt_path: Optional[str], cfg: Any) -> Optional[OriginalResume]:
     """For `train()`, before the config is validated and the module built: when `ckpt_path` is a checkpoint of the
     original bird-diffusion code, adapt `cfg` to it (logging each change) and return what resumes it; None for
-    anything else (no checkpoint, this repository's, or a missing file, which the config check reports)."""
+    anything else (no checkpoint, this repository's, or a missing file, which the config check reports). A DiffGen
+    checkpoint of this repository resumed with `model.autoencoder=null` gets the DiffAE it was trained with."""
     if ckpt_path is None or not Path(ckpt_path).is_file():
         return None
     checkpoint = read_checkpoint(ckpt_path)
+    if checkpoint_layout(checkpoint) == "ours":
+        adopt_stored_autoencoder(checkpoint, cfg)
+        return None
     if not checkpoint_layout(checkpoint).startswith("original"):
         return None
     output_dir = Path(str(cfg.paths.output_dir))
