@@ -82,8 +82,7 @@ def test_select_per_species_is_seeded_and_keeps_the_most_frequent():
     assert {names[i] for i in select_per_species(names, 2, max_species=2)} == {"a", "b"}
 
 
-@pytest.mark.parametrize("self_condition", [False, True], ids=["plain", "self-conditioned"])
-def test_text_conditioning_is_real(tiny_diffgen_config, text_encoder_path, self_condition):
+def test_text_conditioning_is_real(tiny_diffgen_config, text_encoder_path):
     """A tiny DiffGen trained on three prompts generates latents the probe assigns to the prompted class far above
     chance; at CFG 1 the empty prompt gives latents that do not follow the (arbitrary) prompts of that test."""
     from main.models import build_diffgen, generate_latent
@@ -94,7 +93,7 @@ def test_text_conditioning_is_real(tiny_diffgen_config, text_encoder_path, self_
     text = FrozenTextEncoder(text_encoder_path, 32)
     prompts = [f"{name}; morning; song" for name in CLASSES]
     embedding, mask = text(prompts)
-    model = build_diffgen(**{**tiny_diffgen_config, "self_condition": self_condition})
+    model = build_diffgen(**tiny_diffgen_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(150):
         index = torch.randint(0, 3, (24,))

@@ -19,10 +19,11 @@ from tests.conftest import save_export
 from tests.test_train_cli import compose_exp
 
 # (removed DiffGen architecture key, its old default, a value holding the removed behaviour)
-SAVED_MODEL_OPTIONS = [("rotary_positions", False, True), ("data_scale", 1.0, 0.5)]
+SAVED_MODEL_OPTIONS = [("rotary_positions", False, True), ("data_scale", 1.0, 0.5), ("self_condition", False, True)]
 # (experiment, config key, a value)
 CONFIG_OPTIONS = [("diffgen_tiny", "model.model.rotary_positions", "false"),
                   ("diffgen_tiny", "model.model.data_scale", "0.5"),
+                  ("diffgen_tiny", "model.model.self_condition", "false"),
                   ("dmae_tiny", "datamodule.loudness_normalize", "true"),
                   ("diffgen_tiny", "datamodule.target_dbfs", "-14"),
                   ("dmae_tiny", "model.sigma_distribution", "logit-normal"),

@@ -2,44 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from audio_diffusion_pytorch import DiffusionModel
 from torch import Tensor
 
 from main.diffusion import sample as run_sampler
-from main.nets.conditioning import (cfg_unconditional_embedding, diffgen_velocity, is_self_conditioned,
-                                    text_padding_mode, unconditional_inputs)
-from main.nets.self_condition import SelfConditionedSampling
+from main.nets.conditioning import (cfg_unconditional_embedding, diffgen_velocity, text_padding_mode,
+                                    unconditional_inputs)
 
 # The conditioning helpers live with the networks (training uses them too) and stay importable from here.
 __all__ = ["cfg_unconditional_embedding", "diffgen_velocity", "generate_latent", "guided_velocity_fn",
-           "is_self_conditioned", "text_padding_mode", "unconditional_inputs"]
+           "text_padding_mode", "unconditional_inputs"]
 
 
 def guided_velocity_fn(diffgen: DiffusionModel, embedding: Tensor, mask: Tensor,
                        scale: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward.
-
-    A self-conditioned DiffGen gets a fresh stateful function (call this once per generation): both branches see
-    the previous step's guided clean estimate."""
+    """Velocity with classifier-free guidance; conditional and unconditional run as one batched forward."""
     if scale == 1.0:
-        def velocity(x: Tensor, sigmas: Tensor, estimate: Optional[Tensor] = None) -> Tensor:
-            return diffgen_velocity(diffgen, x, sigmas, embedding, mask, estimate)
+        def velocity(x: Tensor, sigmas: Tensor) -> Tensor:
+            return diffgen_velocity(diffgen, x, sigmas, embedding, mask)
     else:
         uncond_embedding, uncond_mask = unconditional_inputs(diffgen, embedding.shape[0], embedding.shape[1])
         both_embedding = torch.cat([embedding, uncond_embedding.to(embedding.dtype)])
         both_mask = torch.cat([mask, uncond_mask])
 
-        def velocity(x: Tensor, sigmas: Tensor, estimate: Optional[Tensor] = None) -> Tensor:
-            both_estimate = None if estimate is None else torch.cat([estimate, estimate])
+        def velocity(x: Tensor, sigmas: Tensor) -> Tensor:
             v = diffgen_velocity(diffgen, torch.cat([x, x]), torch.cat([sigmas, sigmas]), both_embedding,
-                                 both_mask, both_estimate)
+                                 both_mask)
             v_cond, v_uncond = v.chunk(2)
             return v_uncond + (v_cond - v_uncond) * scale
 
-    return SelfConditionedSampling(velocity) if is_self_conditioned(diffgen) else velocity
+    return velocity
 
 
 def generate_latent(

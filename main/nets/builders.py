@@ -13,7 +13,6 @@ from main.nets import defaults
 from main.nets.fourier import init_lt_fourier_
 from main.nets.patching import FramePatchedNet
 from main.nets.rules import check_data_scale
-from main.nets.self_condition import SelfConditionedNet
 from main.nets.text_modulation import PooledTextModulation
 from main.text import check_text_padding
 
@@ -55,14 +54,11 @@ def build_diffae(**overrides: Any) -> DiffusionAE:
 
 def build_diffgen(**overrides: Any) -> DiffusionModel:
     """A DiffGen with the seed's architecture (overridable), CFG embedding, masked SDPA cross-attention and, with
-    `text_modulation`, the pooled text in every block's modulation features; `self_condition` gives its input the
-    previous clean estimate."""
+    `text_modulation`, the pooled text in every block's modulation features."""
     c = defaults.merged_config(defaults.DIFFGEN_CONFIG, overrides)
     check_text_padding(c["text_padding"])
     patch_size = int(c["patch_size"])
     net_t = UNetV0 if patch_size == 1 else partial(FramePatchedNet, UNetV0, patch_size)
-    if c["self_condition"]:
-        net_t = partial(SelfConditionedNet, net_t)
     if c["text_modulation"]:
         net_t = partial(PooledTextModulation, net_t)
     model = DiffusionModel(

@@ -22,25 +22,13 @@ def cfg_unconditional_embedding(diffgen: DiffusionModel) -> nn.Embedding:
 
 def diffgen_velocity(
     diffgen: DiffusionModel, x: Tensor, sigmas: Tensor, embedding: Tensor, mask: Optional[Tensor],
-    self_condition: Optional[Tensor] = None,
 ) -> Tensor:
     """DiffGen's velocity prediction; the text padding is masked out of cross-attention unless the model was
-    trained attending to it (`text_padding: attend`). A self-conditioned DiffGen also takes its previous clean
-    estimate (`self_condition`; None: zeros)."""
+    trained attending to it (`text_padding: attend`)."""
     if text_padding_mode(diffgen) == "attend":
         mask = None
-    kwargs = {}
-    if is_self_conditioned(diffgen):
-        kwargs["self_condition"] = self_condition
-    elif self_condition is not None:
-        raise ValueError("a self_condition estimate was given to a DiffGen built without model.self_condition")
     with embedding_mask(diffgen, mask):
-        return diffgen.net(x, sigmas, embedding=embedding, **kwargs)
-
-
-def is_self_conditioned(diffgen: nn.Module) -> bool:
-    """Whether `diffgen` was built with `self_condition: true` (its U-Net also sees its previous estimate)."""
-    return bool(getattr(diffgen, "config", {}).get("self_condition", False))
+        return diffgen.net(x, sigmas, embedding=embedding)
 
 
 def text_padding_mode(diffgen: nn.Module) -> str:

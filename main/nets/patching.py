@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
@@ -31,14 +31,11 @@ class FramePatchedNet(nn.Module):
     still gets its own values from the U-Net, so the generated latents stay as smooth as real ones.
     """
 
-    def __init__(self, net_t: Callable[..., nn.Module], patch_size: int, in_channels: int,
-                 out_channels: Optional[int] = None, **kwargs: Any):
+    def __init__(self, net_t: Callable[..., nn.Module], patch_size: int, in_channels: int, **kwargs: Any):
         super().__init__()
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         self.patch_size = patch_size
-        if out_channels is not None:
-            kwargs["out_channels"] = out_channels * patch_size
         self.net = net_t(in_channels=in_channels * patch_size, **kwargs)
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:

@@ -30,6 +30,7 @@ REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
     "diffgen": {
         "rotary_positions": RemovedOption(False, "it left syllable timing and species accuracy unchanged"),
         "data_scale": RemovedOption(1.0, "DiffGen's latent scale 0.5 started faster and ended lower"),
+        "self_condition": RemovedOption(False, "self-conditioning gave no gain in the generated clips"),
     },
     "training": {
         "sigma_distribution": RemovedOption("uniform", NO_SIGMA_GAIN),
