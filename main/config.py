@@ -152,9 +152,8 @@ def validate_config(cfg: DictConfig) -> None:
         _check_lengths(g, ("channels", "factors", "items", "attentions", "cross_attentions"), "model.model")
         if not isinstance(g["patch_size"], int) or g["patch_size"] < 1:
             raise ConfigError(f"model.model.patch_size must be an integer >= 1, got {g['patch_size']!r}")
-        for key in ("text_modulation", "self_condition"):
-            if not isinstance(g[key], bool):
-                raise ConfigError(f"model.model.{key} must be true or false, got {g[key]!r}")
+        if not isinstance(g["text_modulation"], bool):
+            raise ConfigError(f"model.model.text_modulation must be true or false, got {g['text_modulation']!r}")
         multiple = diffgen_length_multiple(g)
         if (crop // factor) % multiple:
             raise ConfigError(
