@@ -71,6 +71,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "model.lr_warmup_steps": int, "model.lr_min_ratio": float, "model.cfg_mask_proba": float,
     "model.preview_steps": int, "model.sample_rate": int,
     "model.bottleneck_penalty": float, "model.bottleneck_limit": float,
+    "model.spectral_loss_weight": float, "model.spectral_loss_max_sigma": float,
     "datamodule.batch_size": int, "datamodule.num_workers": int, "datamodule.crop_length": int,
     "datamodule.sample_rate": int, "seed": int,
 }
@@ -137,6 +138,11 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"model.bottleneck_penalty must be >= 0, got {cfg.model.bottleneck_penalty!r}")
         if not cfg.model.get("bottleneck_limit", 1.5) > 0:
             raise ConfigError(f"model.bottleneck_limit must be > 0, got {cfg.model.bottleneck_limit!r}")
+        if cfg.model.get("spectral_loss_weight", 0.0) < 0:
+            raise ConfigError(f"model.spectral_loss_weight must be >= 0, got {cfg.model.spectral_loss_weight!r}")
+        if not 0 < cfg.model.get("spectral_loss_max_sigma", 0.3) <= 1:
+            raise ConfigError("model.spectral_loss_max_sigma must be in (0, 1], got "
+                              f"{cfg.model.spectral_loss_max_sigma!r}")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

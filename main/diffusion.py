@@ -40,12 +40,18 @@ def clean_estimate(x_noisy: Tensor, sigmas: Tensor, velocity: Tensor) -> Tensor:
 def v_diffusion_loss(velocity_fn: VelocityFn, x: Tensor) -> Tensor:
     """MSE between predicted and true velocity at noise levels drawn uniformly from [0, 1] (the library's, in the
     same RNG order)."""
+    return v_diffusion_loss_and_estimate(velocity_fn, x)[0]
+
+
+def v_diffusion_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`v_diffusion_loss`, with the clean estimates it implies and their noise levels (for a loss on the audio)."""
     sigmas = torch.rand(x.shape[0], device=x.device)
     noise = torch.randn_like(x)
     alphas, betas = alpha_beta(_expand(sigmas, x.ndim))
     x_noisy = alphas * x + betas * noise
     v_target = alphas * noise - betas * x
-    return F.mse_loss(velocity_fn(x_noisy, sigmas), v_target)
+    velocity = velocity_fn(x_noisy, sigmas)
+    return F.mse_loss(velocity, v_target), clean_estimate(x_noisy, sigmas, velocity), sigmas
 
 
 def linear_sigmas(num_steps: int, device: torch.device | str = "cpu", start: float = 1.0) -> Tensor:

@@ -8,10 +8,11 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from main.diffusion import v_diffusion_loss
+from main.diffusion import v_diffusion_loss, v_diffusion_loss_and_estimate
 from main.hub import hub_weights
 from main.inference.decoding import decode_latent
 from main.modules.base import EMADiffusionModule
+from main.modules.spectral import low_noise_spectral_loss
 from main.nets.bottleneck import bottleneck_excess, encode_with_pre_bottleneck, latent_saturation
 from main.nets.builders import build_diffae
 from main.nets.conditioning import diffae_data_scale
@@ -30,11 +31,14 @@ class DMAE(EMADiffusionModule):
         freeze_encoder: bool = False,
         bottleneck_penalty: float = 0.0,
         bottleneck_limit: float = 1.5,
+        spectral_loss_weight: float = 0.0,
+        spectral_loss_max_sigma: float = 0.3,
         **training: Any,
     ):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
                    "freeze_encoder": freeze_encoder, "bottleneck_penalty": bottleneck_penalty,
-                   "bottleneck_limit": bottleneck_limit}
+                   "bottleneck_limit": bottleneck_limit, "spectral_loss_weight": spectral_loss_weight,
+                   "spectral_loss_max_sigma": spectral_loss_max_sigma}
         super().__init__(hparams, **training)
         self.model = self.build_model()
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
@@ -55,7 +59,15 @@ class DMAE(EMADiffusionModule):
         audio = batch["audio"]
         latent, pre = encode_with_pre_bottleneck(model, audio)
         channels = [None] * model.inject_depth + [latent]
-        loss = v_diffusion_loss(lambda x, s: model.net(x, s, channels=channels), audio * diffae_data_scale(model))
+        velocity_fn = lambda x, s: model.net(x, s, channels=channels)  # noqa: E731
+        target = audio * diffae_data_scale(model)
+        if not (training and self.hparams.spectral_loss_weight):  # validation: the v-loss alone, comparable
+            loss = v_diffusion_loss(velocity_fn, target)
+        else:
+            loss, estimate, sigmas = v_diffusion_loss_and_estimate(velocity_fn, target)
+            spectral = low_noise_spectral_loss(estimate, target, sigmas, self.hparams.spectral_loss_max_sigma)
+            self.log("train/spectral_loss", spectral, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
+            loss = loss + self.hparams.spectral_loss_weight * spectral
         if training and self.hparams.bottleneck_penalty and not self.hparams.freeze_encoder:
             # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
             # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).
