@@ -17,6 +17,7 @@ latent species probe (`valid/latent_species_top1`) and drawn as the learning cur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from main.renames import add_flag_alias
 
@@ -61,6 +62,18 @@ def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir
     seconds = time.monotonic() - start
     print(f"[demo]   done in {seconds:.0f} s", flush=True)
     return seconds
+
+
+def run_here(command: list[str], entry: Callable[[], Any], log: Path) -> Any:
+    """A quick stage (an export, a path lookup) called in this process, where a new one would spend longer importing
+    torch than working; logged as the command a user runs. Returns what `entry` returns."""
+    start = time.monotonic()
+    print(f"[demo] {' '.join(command)}", flush=True)
+    with open(log, "a") as f, contextlib.redirect_stdout(f):
+        f.write(f"\n$ python {' '.join(command)}\n")
+        result = entry()
+    print(f"[demo]   done in {time.monotonic() - start:.0f} s", flush=True)
+    return result
 
 
 def training_progress(run_dir: Path) -> str:
@@ -200,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
         stages["DiffAE (DMAE)"] = {"steps": dmae_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
                                    "steps_done": torch_load_step(out / "dmae/checkpoints/last.ckpt"),
                                    "note": "from scratch" if scratch else "fine-tuned from the pretrained demo DiffAE"}
-        run([python, "-m", "main.export", str(out / "dmae/checkpoints/last.ckpt"), str(diffae.with_suffix(""))], log)
+        export(out / "dmae/checkpoints/last.ckpt", diffae, log)
     else:
         if not PRETRAINED_DIFFAE.is_file():
             raise SystemExit(f"[demo] {PRETRAINED_DIFFAE} is missing: restore it from git or run with --from-scratch")
@@ -223,8 +236,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     stages["DiffGen"] = {"steps": diffgen_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
                          "steps_done": torch_load_step(out / "diffgen/checkpoints/last.ckpt"),
                          "note": "from pre-encoded latents"}
-    run([python, "-m", "main.export", str(out / "diffgen/checkpoints/last.ckpt"), str(diffgen.with_suffix(""))],
-        log)
+    export(out / "diffgen/checkpoints/last.ckpt", diffgen, log)
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
     steps = ["--sampling-steps", str(args.sampling_steps), "--decoding-steps", str(decoding_steps),
@@ -256,9 +268,17 @@ def main(argv: Optional[list[str]] = None) -> Path:
 def prepare_data(out: Path, size: str, common: list[str], log: Path) -> Path:
     """The synthetic data set of the DMAE experiment (`exp=dmae_demo`: 30 recordings of 3 s per species, 21 / 3 / 6
     in train / valid / test; the data the pretrained demo DiffAE was trained on), generated once; its manifest."""
-    run([sys.executable, "-c", "import sys; from main.demo import write_dataset; print(write_dataset(sys.argv[1:]))",
-         f"exp=dmae_{size}", *common], log)
-    return max((out / "data/synthetic").glob("*/manifest.csv"), key=lambda p: p.stat().st_mtime)
+    overrides = [f"exp=dmae_{size}", *common]
+    return Path(run_here(["-c", "'from main.demo import write_dataset; write_dataset(...)'", *overrides],
+                         lambda: write_dataset(overrides), log))
+
+
+def export(checkpoint: Path, weights: Path, log: Path) -> None:
+    """`python -m main.export CHECKPOINT OUTPUT`: the EMA model of a stage's last checkpoint."""
+    from main.export import main as export_main
+
+    argv = [str(checkpoint), str(weights.with_suffix(""))]
+    run_here(["-m", "main.export", *argv], lambda: export_main(argv), log)
 
 
 def compose_experiment(overrides: list[str]) -> Any:
