@@ -14,9 +14,34 @@ from main.conf import load_group_yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist's workers (pyproject's addopts: -n 2) share the cores: each gets its share of torch threads, and so do
+# the processes its tests start (train.py, the demo's stages), through OMP_NUM_THREADS.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // XDIST_WORKERS))
+if XDIST_WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# The modules with the longest tests (`--durations`: the fast demo 164 s, the fault-injection runs 200 s together,
+# the BirdNET sweep 30-60 s): started first, so that neither pytest-xdist worker is left with a long module at the end.
+LONGEST_MODULES = ("test_demo.py", "test_faults.py", "test_analysis_birdnet.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first, then those with more slow tests (the order is otherwise kept): under
+    pytest-xdist's --dist loadfile a module runs on one worker."""
+    slow: dict[Path, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES), -slow[item.path])
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
