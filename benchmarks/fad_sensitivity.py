@@ -1,0 +1,121 @@
+"""What BirdNET FAD responds to: known degradations of the real test clips, and reconstructions before and after
+simple corrections, each as FAD against the real test clips divided by the real-vs-real floor.
+
+    python benchmarks/fad_sensitivity.py --manifest demo/data/synthetic/<hash>/manifest.csv \
+        --reconstructions demo/eval/reconstructions
+
+A degradation that barely moves the ratio is not what keeps generated audio far from the floor; one that moves it
+as much as the model's output does is a candidate (BENCHMARKS.md, "Sound fidelity").
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import butter, sosfilt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from main.analysis.birdnet import score_files
+from main.analysis.fad import fad_from_embeddings
+from main.data.manifest import read_manifest
+
+Degradation = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def envelope(x: np.ndarray, window: int = 512) -> np.ndarray:
+    """RMS envelope over `window` samples."""
+    return np.sqrt(np.convolve(x ** 2, np.ones(window) / window, mode="same"))
+
+
+def pitch_shift(x: np.ndarray, cents: float) -> np.ndarray:
+    """Resampled by 2^(cents/1200): pitch and tempo move together (cut or zero-padded to the same length)."""
+    ratio = 2 ** (cents / 1200)
+    positions = np.arange(len(x)) * ratio
+    return np.interp(positions, np.arange(len(x)), x, right=0.0)
+
+
+REAL_DEGRADATIONS: dict[str, Degradation] = {
+    "gain x1.6": lambda x, sr, rng: np.clip(x * 1.6, -1, 1),
+    "white noise at -60 dBFS": lambda x, sr, rng: x + rng.standard_normal(len(x)) * 1e-3,
+    "noise under the syllables, -35 dB": lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (-35 / 20),
+    "noise under the syllables, -25 dB": lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (-25 / 20),
+    "pitch +-50 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 50 * rng.choice([-1, 1])),
+    "pitch +-100 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 100 * rng.choice([-1, 1])),
+    "low-pass 8 kHz": lambda x, sr, rng: sosfilt(butter(8, 8000, fs=sr, output="sos"), x),
+}
+
+
+def mono(path: str) -> tuple[np.ndarray, int]:
+    """The file as mono float64 and its rate."""
+    audio, rate = sf.read(path, always_2d=True)
+    return audio.mean(1), rate
+
+
+def write_set(folder: Path, clips: list[tuple[str, np.ndarray, int]]) -> list[str]:
+    """Write (name, audio, rate) clips as WAV files under `folder`; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, audio, rate in clips:
+        path = folder / f"{name}.wav"
+        sf.write(path, np.clip(audio, -1, 1).astype(np.float32), rate)
+        paths.append(str(path))
+    return paths
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Print FAD / floor for each degradation of the real test clips and each variant of the reconstructions."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="the data set's manifest.csv (test and train splits)")
+    parser.add_argument("--reconstructions", help="a `main.analysis reconstruct` folder of the same test split")
+    parser.add_argument("--floor-repeats", type=int, default=5, help="random train subsets behind the floor")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    test, train = read_manifest(args.manifest, "test"), read_manifest(args.manifest, "train")
+    rng = np.random.default_rng(args.seed)
+    originals = {Path(r["path"]).name: mono(r["path"]) for r in test}
+    sets: dict[str, list[tuple[str, np.ndarray, int]]] = {}
+    for name, degrade in REAL_DEGRADATIONS.items():
+        sets[f"real test, {name}"] = [(Path(f).stem, degrade(x, sr, rng), sr) for f, (x, sr) in originals.items()]
+    if args.reconstructions:
+        folder = Path(args.reconstructions)
+        with open(folder / "clips.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        pairs = [(originals[r["source"]], mono(str(folder / r["file"]))) for r in rows if r["source"] in originals]
+        sets["reconstructions"] = [(str(i), y, sr) for i, (_, (y, sr)) in enumerate(pairs)]
+        sets["reconstructions, RMS matched to the original"] = [
+            (str(i), y * np.sqrt((x ** 2).mean() / max((y ** 2).mean(), 1e-12)), sr)
+            for i, ((x, _), (y, sr)) in enumerate(pairs)]
+        sets["reconstructions, low-pass 12 kHz"] = [
+            (str(i), sosfilt(butter(8, 12000, fs=sr, output="sos"), y), sr) for i, (_, (y, sr)) in enumerate(pairs)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {name: write_set(Path(tmp) / str(i), clips) for i, (name, clips) in enumerate(sets.items())}
+        real_test = [r["path"] for r in test]
+        reference = [r["path"] for r in train]
+        scores = score_files([*real_test, *reference, *(p for ps in paths.values() for p in ps)])
+        embedding = dict(zip(scores.paths, scores.embeddings))
+    real = np.stack([embedding[p] for p in real_test])
+    n = len(real_test)
+    floors = [fad_from_embeddings(np.stack([embedding[reference[i]] for i in
+                                            rng.choice(len(reference), min(n, len(reference)), replace=False)]),
+                                  real)["fad"] for _ in range(args.floor_repeats)]
+    floor = float(np.mean(floors))
+    print(f"floor: FAD of {min(n, len(reference))} real train clips vs the {n} real test clips, mean of "
+          f"{args.floor_repeats} subsets: {floor:.1f} (range {min(floors):.1f}-{max(floors):.1f})")
+    print("| clips | FAD BirdNET | FAD / floor |\n|---|---|---|")
+    for name, ps in paths.items():
+        fad = fad_from_embeddings(np.stack([embedding[p] for p in ps]), real)["fad"]
+        print(f"| {name} | {fad:.1f} | {fad / floor:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
