@@ -25,23 +25,13 @@ torch.set_num_threads(THREADS)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The modules with the longest tests (`--durations`: the fast demo 164 s, the fault-injection runs 200 s together,
-# the BirdNET sweep 30-60 s): started first, so that neither pytest-xdist worker is left with a long module at the end.
-LONGEST_MODULES = ("test_demo.py", "test_faults.py", "test_analysis_birdnet.py")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first, then those with more slow tests (the order is otherwise kept): under
-    pytest-xdist's --dist loadfile a module runs on one worker."""
+    """Modules with more slow tests run first (the order is otherwise kept): under pytest-xdist's --dist loadfile a
+    module runs on one worker, and the light modules fill the other worker meanwhile."""
     slow: dict[Path, int] = {}
     for item in items:
         slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
-
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        name = item.path.name
-        return (LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES), -slow[item.path])
-
-    items.sort(key=rank)
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="session")
