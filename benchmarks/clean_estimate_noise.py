@@ -77,9 +77,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             noisy = alpha * clips * scale + beta * noise
             velocity = diffae.net(noisy, sigma.expand(len(rows)), channels=channels)
             estimate = (alpha * noisy - beta * velocity) / scale
-            ratios = [(tone_to_broadband_db(mono(c), mono(n / scale), rate), tone_to_broadband_db(mono(c), mono(e), rate))
-                      for c, n, e in zip(clips, noisy, estimate)]
-            print(f"| {level} | {np.median([r[0] for r in ratios]):.1f} dB | {np.median([r[1] for r in ratios]):.1f} dB |")
+            inputs = [tone_to_broadband_db(mono(c), mono(n / scale), rate) for c, n in zip(clips, noisy)]
+            estimates = [tone_to_broadband_db(mono(c), mono(e), rate) for c, e in zip(clips, estimate)]
+            print(f"| {level} | {np.median(inputs):.1f} dB | {np.median(estimates):.1f} dB |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from scipy.signal import butter, sosfilt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from main.analysis.birdnet import score_files
-from main.analysis.fad import fad_from_embeddings
+from main.analysis.fidelity import fad_ratio
 from main.data.manifest import read_manifest
 
 Degradation = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -42,11 +42,16 @@ def pitch_shift(x: np.ndarray, cents: float) -> np.ndarray:
     return np.interp(positions, np.arange(len(x)), x, right=0.0)
 
 
+def noise_under_syllables(db: float) -> Degradation:
+    """White noise following the clip's envelope at `db` below it (the broadband noise a decoder adds)."""
+    return lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (db / 20)
+
+
 REAL_DEGRADATIONS: dict[str, Degradation] = {
     "gain x1.6": lambda x, sr, rng: np.clip(x * 1.6, -1, 1),
     "white noise at -60 dBFS": lambda x, sr, rng: x + rng.standard_normal(len(x)) * 1e-3,
-    "noise under the syllables, -35 dB": lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (-35 / 20),
-    "noise under the syllables, -25 dB": lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (-25 / 20),
+    "noise under the syllables, -35 dB": noise_under_syllables(-35),
+    "noise under the syllables, -25 dB": noise_under_syllables(-25),
     "pitch +-50 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 50 * rng.choice([-1, 1])),
     "pitch +-100 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 100 * rng.choice([-1, 1])),
     "low-pass 8 kHz": lambda x, sr, rng: sosfilt(butter(8, 8000, fs=sr, output="sos"), x),
@@ -75,7 +80,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="the data set's manifest.csv (test and train splits)")
     parser.add_argument("--reconstructions", help="a `main.analysis reconstruct` folder of the same test split")
-    parser.add_argument("--floor-repeats", type=int, default=5, help="random train subsets behind the floor")
+    parser.add_argument("--floor-repeats", type=int, default=10,
+                        help="train subsets (the test split's species mix and N) behind the floor")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -90,6 +96,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         with open(folder / "clips.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         pairs = [(originals[r["source"]], mono(str(folder / r["file"]))) for r in rows if r["source"] in originals]
+        if len(pairs) != len(originals):
+            raise SystemExit(f"{folder}: {len(pairs)} reconstructions of the {len(originals)} test recordings; "
+                             "reconstruct the whole test split")
         sets["reconstructions"] = [(str(i), y, sr) for i, (_, (y, sr)) in enumerate(pairs)]
         sets["reconstructions, RMS matched to the original"] = [
             (str(i), y * np.sqrt((x ** 2).mean() / max((y ** 2).mean(), 1e-12)), sr)
@@ -104,18 +113,19 @@ def main(argv: Optional[list[str]] = None) -> None:
         scores = score_files([*real_test, *reference, *(p for ps in paths.values() for p in ps)])
         embedding = dict(zip(scores.paths, scores.embeddings))
     real = np.stack([embedding[p] for p in real_test])
-    n = len(real_test)
-    floors = [fad_from_embeddings(np.stack([embedding[reference[i]] for i in
-                                            rng.choice(len(reference), min(n, len(reference)), replace=False)]),
-                                  real)["fad"] for _ in range(args.floor_repeats)]
-    floor = float(np.mean(floors))
-    print(f"floor: FAD of {min(n, len(reference))} real train clips vs the {n} real test clips, mean of "
-          f"{args.floor_repeats} subsets: {floor:.1f} (range {min(floors):.1f}-{max(floors):.1f})")
-    print("| clips | FAD BirdNET | FAD / floor |\n|---|---|---|")
-    for name, ps in paths.items():
-        fad = fad_from_embeddings(np.stack([embedding[p] for p in ps]), real)["fad"]
-        print(f"| {name} | {fad:.1f} | {fad / floor:.2f} |")
-
+    reference_embeddings = np.stack([embedding[p] for p in reference])
+    test_species, reference_species = [r["sci_name"] for r in test], [r["sci_name"] for r in train]
+    # The report's FAD / floor (main.analysis.fidelity.fad_ratio): every set holds the test split's species mix.
+    results = {name: fad_ratio(np.stack([embedding[p] for p in ps]), test_species, reference_embeddings,
+                               reference_species, real, repeats=args.floor_repeats, seed=args.seed)
+               for name, ps in paths.items()}
+    first = next(iter(results.values()))
+    print(f"floor: FAD of {first['n_floor']} real train clips (the test split's species mix) vs the {len(real)} real "
+          f"test clips, mean of {first['repeats']} subsets: {first['floor']:.1f}")
+    print("| clips | FAD BirdNET | FAD / floor [95% over the floor subsets] |\n|---|---|---|")
+    for name, result in results.items():
+        low, high = result["ci95"]
+        print(f"| {name} | {result['fad']:.1f} | {result['ratio']:.2f} [{low:.2f}, {high:.2f}] |")
 
 if __name__ == "__main__":
     main()

@@ -188,10 +188,11 @@ def migrate_if_original(ckpt_path: Optional[str], cfg: Any) -> Optional[Original
     if ckpt_path is None or not Path(ckpt_path).is_file():
         return None
     checkpoint = read_checkpoint(ckpt_path)
-    if checkpoint_layout(checkpoint) == "ours":
+    layout = checkpoint_layout(checkpoint)
+    if layout == "ours":
         adopt_stored_autoencoder(checkpoint, cfg)
         return None
-    if not checkpoint_layout(checkpoint).startswith("original"):
+    if not layout.startswith("original"):
         return None
     output_dir = Path(str(cfg.paths.output_dir))
     for note in adapt_config_for_original(cfg, checkpoint, output_dir):
