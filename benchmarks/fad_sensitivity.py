@@ -47,6 +47,24 @@ def noise_under_syllables(db: float) -> Degradation:
     return lambda x, sr, rng: x + rng.standard_normal(len(x)) * envelope(x) * 10 ** (db / 20)
 
 
+def images(db: float, spacing_hz: float = 2000.0) -> Degradation:
+    """Copies of the clip shifted by +-`spacing_hz`, each at `db` below it: the spectral images a decoder whose
+    learned transform hops 16 samples at 32 kHz leaves at +-2 kHz around every tone."""
+    def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+        carrier = np.cos(2 * np.pi * spacing_hz * np.arange(len(x)) / sr)
+        return x + 2 * 10 ** (db / 20) * x * carrier
+    return degrade
+
+
+def combined(*degradations: Degradation) -> Degradation:
+    """The degradations applied one after the other."""
+    def degrade(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+        for d in degradations:
+            x = d(x, sr, rng)
+        return x
+    return degrade
+
+
 REAL_DEGRADATIONS: dict[str, Degradation] = {
     "gain x1.6": lambda x, sr, rng: np.clip(x * 1.6, -1, 1),
     "white noise at -60 dBFS": lambda x, sr, rng: x + rng.standard_normal(len(x)) * 1e-3,
@@ -55,6 +73,10 @@ REAL_DEGRADATIONS: dict[str, Degradation] = {
     "pitch +-50 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 50 * rng.choice([-1, 1])),
     "pitch +-100 cents (random sign per clip)": lambda x, sr, rng: pitch_shift(x, 100 * rng.choice([-1, 1])),
     "low-pass 8 kHz": lambda x, sr, rng: sosfilt(butter(8, 8000, fs=sr, output="sos"), x),
+    "images at +-2 kHz, -30 dB": images(-30),
+    "images at +-2 kHz, -20 dB": images(-20),
+    "images -30 dB + noise under the syllables -35 dB + pitch +-50 cents": combined(
+        images(-30), noise_under_syllables(-35), lambda x, sr, rng: pitch_shift(x, 50 * rng.choice([-1, 1]))),
 }
 
 
