@@ -1,6 +1,7 @@
 """How clean is a DiffAE decoder's clean estimate at each noise level, given the true latent? One denoising step
 from the real clip diffused to that level; tone-to-broadband ratio of the estimate within the syllables, in dB
-(median over one test clip per species), against the real clip's and the noisy input's.
+(median over one test clip per species), against the real clip's and the noisy input's, and the loudest spectral
+image at f0 +- 2 kHz (benchmarks/decoder_images.py; the LT hop of 16 samples at 32 kHz).
 
     python benchmarks/clean_estimate_noise.py --manifest demo/data/synthetic/<hash>/manifest.csv \\
         --diffae pretrained/diffae_demo.safetensors
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from benchmarks.decoder_images import image_levels, strongest_image
 from main.analysis.clips import select_rows
 from main.analysis.generate import load_clip
 from main.data.manifest import read_manifest
@@ -68,7 +70,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     mono = lambda x: x.mean(0).double().numpy()  # noqa: E731
     print(f"{len(rows)} test clips (one per species); real: "
           f"{np.median([tone_to_broadband_db(mono(c), mono(c), rate) for c in clips]):.1f} dB")
-    print("| noise level | noisy input | clean estimate |\n|---|---|---|")
+    print("| noise level | noisy input | clean estimate | loudest image at f0 +- 2 kHz in the estimate (real: "
+          f"{np.median([strongest_image(image_levels(mono(c), mono(c), rate, rate / 16)) for c in clips]):.1f} dB) |"
+          "\n|---|---|---|---|")
     with torch.no_grad():
         channels = [None] * diffae.inject_depth + [diffae.encode(clips)]
         for level in NOISE_LEVELS:
@@ -79,7 +83,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             estimate = (alpha * noisy - beta * velocity) / scale
             inputs = [tone_to_broadband_db(mono(c), mono(n / scale), rate) for c, n in zip(clips, noisy)]
             estimates = [tone_to_broadband_db(mono(c), mono(e), rate) for c, e in zip(clips, estimate)]
-            print(f"| {level} | {np.median(inputs):.1f} dB | {np.median(estimates):.1f} dB |")
+            images = [strongest_image(image_levels(mono(c), mono(e), rate, rate / 16)) for c, e in zip(clips, estimate)]
+            print(f"| {level} | {np.median(inputs):.1f} dB | {np.median(estimates):.1f} dB | {np.median(images):.1f} dB |")
 
 
 if __name__ == "__main__":
