@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import soundfile as sf
 
 N_FFT = 4096
 HOP = 1024
@@ -47,12 +46,6 @@ def image_levels(reference: np.ndarray, audio: np.ndarray, rate: int, spacing_hz
             if 300 <= f0 + k * spacing_hz <= rate / 2 - 500}
 
 
-def mono(path: Path) -> tuple[np.ndarray, int]:
-    """The file as mono float64 and its rate."""
-    audio, rate = sf.read(str(path), always_2d=True)
-    return audio.mean(1), rate
-
-
 def strongest_image(levels: dict[int, float]) -> float:
     """The loudest image of a clip (dB against f0); -inf when no order fits the band."""
     return max(levels.values(), default=float("-inf"))
@@ -68,6 +61,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+    from benchmarks.fad_sensitivity import mono
     from main.data.manifest import read_manifest
 
     sources = {Path(r["path"]).name: r for r in read_manifest(args.manifest)}
@@ -80,8 +74,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise SystemExit(f"{folder}: no clip whose source is in {args.manifest}")
         for row in rows:
             source = sources[row["source"]]
-            original, rate = mono(Path(source["path"]))
-            audio, _ = mono(folder / row["file"])
+            original, rate = mono(source["path"])
+            audio, _ = mono(str(folder / row["file"]))
             n = min(len(original), len(audio))
             species = source["sci_name"]
             table[species][str(folder)].append(strongest_image(image_levels(original[:n], audio[:n], rate,
