@@ -51,10 +51,32 @@ def strongest_image(levels: dict[int, float]) -> float:
     return max(levels.values(), default=float("-inf"))
 
 
+def transform_images(diffae_path: str, tones_hz: tuple[float, ...] = (1100.0, 3100.0, 5227.0, 7055.0),
+                     rate: int = 32000) -> dict[float, float]:
+    """The loudest image (dB vs the tone) after the DiffAE's LT synthesis of its own LT analysis of a pure tone: a
+    transform that reconstructs (the Fourier frame it starts as) leaves none; one whose filters drifted does."""
+    import torch
+
+    from main.nets.weights import load_model
+
+    diffae, _ = load_model(diffae_path, "diffae")
+    analysis, synthesis = diffae.net.blocks[0], diffae.net.blocks[1]
+    t = torch.arange(2 ** 15) / rate
+    levels = {}
+    for tone_hz in tones_hz:
+        tone = (0.5 * torch.sin(2 * torch.pi * tone_hz * t)).expand(1, analysis.in_channels, -1)
+        with torch.no_grad():
+            audio = synthesis(analysis(tone.to(analysis.weight.dtype))).float()[0, 0, 1000:-1000].double().numpy()
+        reference = tone[0, 0, 1000:-1000].double().numpy()
+        levels[tone_hz] = strongest_image(image_levels(reference, audio, rate, rate / analysis.stride[0]))
+    return levels
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Print each species' loudest image (median over clips) in the originals and in each reconstructions folder."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="the data set's manifest.csv")
+    parser.add_argument("--transform-of", help="also: the images a DiffAE's LT adds to a pure tone by itself")
     parser.add_argument("--reconstructions", action="append", required=True,
                         help="a `main.analysis reconstruct` folder (clips.csv names each clip's source); repeatable")
     parser.add_argument("--spacing-hz", type=float, default=2000.0, help="rate / LT stride (default 32000 / 16)")
@@ -90,6 +112,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(f"| {species} | " + " | ".join(cells) + " |")
     overall = [f"{np.median([v for s in table for v in table[s][n]]):.1f}" for n in names]
     print("| all clips | " + " | ".join(overall) + " |")
+    if args.transform_of:
+        levels = transform_images(args.transform_of)
+        print(f"{args.transform_of}: LT synthesis of its analysis of a tone, loudest image: "
+              + ", ".join(f"{hz:.0f} Hz {db:.1f} dB" for hz, db in levels.items()))
 
 
 if __name__ == "__main__":
