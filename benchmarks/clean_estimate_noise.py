@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.decoder_images import image_levels, strongest_image
+from benchmarks.decoder_images import image_levels, power_frames, strongest_image
 from main.analysis.clips import select_rows
 from main.analysis.generate import load_clip
 from main.data.manifest import read_manifest
@@ -31,12 +31,6 @@ from main.inference.decoding import diffae_data_scale
 from main.nets.weights import load_model
 
 NOISE_LEVELS = (0.6, 0.3, 0.15, 0.08, 0.04, 0.02, 0.01, 0.005)
-
-
-def power_frames(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """Hann-windowed power spectra of the frames of `x` [frames, bins]."""
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
-    return np.abs(np.fft.rfft(frames, axis=1)) ** 2
 
 
 def tone_to_broadband_db(real: np.ndarray, other: np.ndarray, rate: int) -> float:
@@ -84,7 +78,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             inputs = [tone_to_broadband_db(mono(c), mono(n / scale), rate) for c, n in zip(clips, noisy)]
             estimates = [tone_to_broadband_db(mono(c), mono(e), rate) for c, e in zip(clips, estimate)]
             images = [strongest_image(image_levels(mono(c), mono(e), rate, rate / 16)) for c, e in zip(clips, estimate)]
-            print(f"| {level} | {np.median(inputs):.1f} dB | {np.median(estimates):.1f} dB | {np.median(images):.1f} dB |")
+            print(f"| {level} | {np.median(inputs):.1f} dB | {np.median(estimates):.1f} dB | "
+                  f"{np.median(images):.1f} dB |")
 
 
 if __name__ == "__main__":

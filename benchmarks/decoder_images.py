@@ -25,10 +25,15 @@ HOP = 1024
 SEARCH_HZ = 60.0  # half-width around each expected image: the strongest bin within it
 
 
+def power_frames(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """Hann-windowed power spectra of the frames of `x` [frames, bins]."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+    return np.abs(np.fft.rfft(frames, axis=1)) ** 2
+
+
 def mean_spectrum(x: np.ndarray) -> np.ndarray:
-    """Mean Hann-windowed power spectrum of `x` (mono)."""
-    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP] * np.hanning(N_FFT)
-    return (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(0)
+    """Mean power spectrum of `x` (mono) at the fine resolution the images need (N_FFT)."""
+    return power_frames(x, N_FFT, HOP).mean(0)
 
 
 def image_levels(reference: np.ndarray, audio: np.ndarray, rate: int, spacing_hz: float,
@@ -88,23 +93,26 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     sources = {Path(r["path"]).name: r for r in read_manifest(args.manifest)}
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    originals: dict[str, np.ndarray] = {}  # each original read once, its own images counted once
     names = ["originals", *args.reconstructions]
-    for folder in map(Path, args.reconstructions):
-        with open(folder / "clips.csv", newline="") as f:
+    for folder in args.reconstructions:
+        with open(Path(folder) / "clips.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["source"] in sources]
         if not rows:
             raise SystemExit(f"{folder}: no clip whose source is in {args.manifest}")
         for row in rows:
             source = sources[row["source"]]
-            original, rate = mono(source["path"])
-            audio, _ = mono(str(folder / row["file"]))
-            n = min(len(original), len(audio))
             species = source["sci_name"]
-            table[species][str(folder)].append(strongest_image(image_levels(original[:n], audio[:n], rate,
-                                                                             args.spacing_hz)))
-            if folder == Path(args.reconstructions[0]):
-                table[species]["originals"].append(strongest_image(image_levels(original[:n], original[:n], rate,
+            if row["source"] not in originals:
+                original, rate = mono(source["path"])
+                originals[row["source"]] = original
+                table[species]["originals"].append(strongest_image(image_levels(original, original, rate,
                                                                                 args.spacing_hz)))
+            original = originals[row["source"]]
+            audio, rate = mono(str(Path(folder) / row["file"]))
+            n = min(len(original), len(audio))
+            table[species][folder].append(strongest_image(image_levels(original[:n], audio[:n], rate,
+                                                                       args.spacing_hz)))
     print(f"loudest image at f0 +- k * {args.spacing_hz:.0f} Hz (k = 1, 2), dB against f0; median over clips")
     print("| species | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for species in sorted(table):

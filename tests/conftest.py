@@ -25,12 +25,13 @@ torch.set_num_threads(THREADS)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# The modules that take longest (seconds on one core of a 2-core x86_64 CPU, `--durations`, 2026-12-06): they start
-# first so that the short modules fill the other worker at the end (longest-processing-time-first). pyproject's
-# `--no-loadscope-reorder` makes pytest-xdist keep this order instead of sorting modules by their number of tests.
-LONGEST_MODULES = ("test_faults.py", "test_demo.py", "test_train_cli.py", "test_analysis_birdnet.py",  # 247 132 127 126
-                   "test_compat.py", "test_notebooks.py", "test_streaming_resume.py", "test_data_streaming.py",  # 67 49 45 41
-                   "test_training.py", "test_preencode.py")  # 38 26
+# The modules that take longest (seconds on one core of a 2-core x86_64 CPU, `--durations`, 2026-12-06; in order:
+# 247 132 127 126 67 49 45 41 38 26): they start first so that the short modules fill the other worker at the end
+# (longest-processing-time-first). pyproject's `--no-loadscope-reorder` makes pytest-xdist keep this order instead of
+# sorting modules by their number of tests.
+LONGEST_MODULES = ("test_faults.py", "test_demo.py", "test_train_cli.py", "test_analysis_birdnet.py",
+                   "test_compat.py", "test_notebooks.py", "test_streaming_resume.py", "test_data_streaming.py",
+                   "test_training.py", "test_preencode.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

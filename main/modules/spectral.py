@@ -17,8 +17,8 @@ def log_spectral_distance(estimate: Tensor, target: Tensor, n_ffts: Sequence[int
     distances = []
     for n_fft in n_ffts:
         window = torch.hann_window(n_fft, device=est.device)
-        spec = lambda x: torch.stft(x, n_fft, n_fft // 4, window=window, return_complex=True).abs().square()  # noqa: E731
-        est_power, tgt_power = spec(est), spec(tgt)
+        est_power, tgt_power = (torch.stft(x, n_fft, n_fft // 4, window=window, return_complex=True).abs().square()
+                                for x in (est, tgt))
         floor = tgt_power.amax(dim=(-2, -1), keepdim=True) * 10 ** (-floor_db / 10) + 1e-12
         distance = (torch.log(est_power + floor) - torch.log(tgt_power + floor)).abs().mean(dim=(-2, -1))
         distances.append(distance.view(*estimate.shape[:-1]).flatten(1).mean(1))
