@@ -132,9 +132,8 @@ def validate_config(cfg: DictConfig) -> None:
         init = cfg.model.get("init_from")
         if init not in (None, "pretrained") and not Path(str(init)).expanduser().is_dir():
             _require_file(init, "model.init_from", "DiffAE weights file (or a folder in the hub's layout)")
-        for key in ("freeze_encoder", "freeze_transform"):
-            if not isinstance(cfg.model.get(key, False), bool):
-                raise ConfigError(f"model.{key} must be true or false, got {cfg.model[key]!r}")
+        if not isinstance(cfg.model.get("freeze_encoder", False), bool):
+            raise ConfigError(f"model.freeze_encoder must be true or false, got {cfg.model.freeze_encoder!r}")
         if cfg.model.get("bottleneck_penalty", 0.0) < 0:  # types: NUMERIC_KEYS
             raise ConfigError(f"model.bottleneck_penalty must be >= 0, got {cfg.model.bottleneck_penalty!r}")
         if not cfg.model.get("bottleneck_limit", 1.5) > 0:

@@ -99,7 +99,6 @@ def test_seed_experiments_instantiate_seed_models(tmp_path, local_t5):
         (["datamodule.batch_size=2.5"], "datamodule.batch_size"),
         (["model.betas=[0.9]"], "model.betas"),
         (["model.freeze_encoder=yes"], "model.freeze_encoder"),
-        (["+model.freeze_transform=yes"], "model.freeze_transform"),
         (["model.bottleneck_penalty=-1"], "model.bottleneck_penalty"),
         (["model.bottleneck_limit=0"], "model.bottleneck_limit"),
     ],

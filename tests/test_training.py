@@ -17,7 +17,6 @@ from main.checkpointing import AtomicCheckpointIO
 from main.export import export_checkpoint
 from main.models import DIFFAE_CONFIG, get_default_diffae, get_default_diffgen, model_state_dict
 from main.modules import DMAE, DiffGen
-from main.nets.fourier import learned_transform
 from main.data.datamodule import BirdSoundDataModule
 from main.data.manifest import read_manifest
 from tests.conftest import ToneDataset, collate
@@ -259,26 +258,6 @@ def test_dmae_freeze_encoder_trains_only_the_decoder(tmp_path, tiny_diffae_confi
     changed = [k for k, v in module.ema_model.net.state_dict().items()
                if v.is_floating_point() and not torch.equal(v, decoder_before[k])]
     assert len(changed) > len(decoder_before) // 2
-
-
-def test_dmae_freeze_transform_keeps_the_fourier_frame(tmp_path, tiny_diffae_config):
-    """`freeze_transform`: the LT plugin's analysis and synthesis filters stay the Fourier frame they started as
-    (online, EMA and export) while the U-Net between them learns; the optimizer holds neither filter bank."""
-    pl.seed_everything(0)
-    config = {**tiny_diffae_config, "lt_num_filters": 32, "lt_window_length": 32, "lt_stride": 16, "lt_init": "fourier"}
-    module = make_dmae(config, freeze_transform=True)
-    frame = [t.weight.clone() for t in learned_transform(module.model)]
-    unet_before = {k: v.clone() for k, v in module.model.net.blocks[2].state_dict().items()}
-    trainer = make_trainer(tmp_path, 4, every=4)
-    trainer.fit(module, shuffled_loader())
-    optimizer_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
-    assert not optimizer_params & {id(t.weight) for t in learned_transform(module.model)}
-    weights, _ = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "diffae")
-    for model in (module.model, module.ema_model, get_default_diffae(weights)):
-        for transform, before in zip(learned_transform(model), frame):
-            torch.testing.assert_close(transform.weight, before, rtol=0, atol=0)
-    assert any(not torch.equal(v, unet_before[k]) for k, v in module.ema_model.net.blocks[2].state_dict().items()
-               if v.is_floating_point())
 
 
 def test_validation_loss_is_deterministic(tiny_diffae_config):

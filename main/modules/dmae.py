@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -17,9 +16,7 @@ from main.modules.spectral import low_noise_spectral_loss
 from main.nets.bottleneck import bottleneck_excess, encode_with_pre_bottleneck, latent_saturation
 from main.nets.builders import build_diffae
 from main.nets.conditioning import diffae_data_scale
-from main.nets.fourier import learned_transform
 from main.nets.pretrained import load_diffae
-from main.nets.reframe import reframe_decoder_
 from main.nets.weights import load_model_state, model_state_dict
 
 
@@ -32,7 +29,6 @@ class DMAE(EMADiffusionModule):
         sample_rate: int = 32000,
         init_from: Optional[str] = None,
         freeze_encoder: bool = False,
-        freeze_transform: bool = False,
         bottleneck_penalty: float = 0.0,
         bottleneck_limit: float = 1.5,
         spectral_loss_weight: float = 0.0,
@@ -40,8 +36,7 @@ class DMAE(EMADiffusionModule):
         **training: Any,
     ):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
-                   "freeze_encoder": freeze_encoder, "freeze_transform": freeze_transform,
-                   "bottleneck_penalty": bottleneck_penalty,
+                   "freeze_encoder": freeze_encoder, "bottleneck_penalty": bottleneck_penalty,
                    "bottleneck_limit": bottleneck_limit, "spectral_loss_weight": spectral_loss_weight,
                    "spectral_loss_max_sigma": spectral_loss_max_sigma}
         super().__init__(hparams, **training)
@@ -49,19 +44,9 @@ class DMAE(EMADiffusionModule):
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
             load_model_state(self.model, hub_weights(init_from, prefix="model."))
         elif init_from:
-            source = load_diffae(init_from)
-            if learned_transform(source)[0].weight.shape != learned_transform(self.model)[0].weight.shape:
-                reframe_decoder_(self.model, source)  # e.g. the demo DiffAE carried over to a 4x-overlapped LT
-                logging.getLogger(__name__).info("%s: LT window %d -> %d, U-Net carried over (main.nets.reframe)",
-                                                 init_from, learned_transform(source)[0].kernel_size[0],
-                                                 learned_transform(self.model)[0].kernel_size[0])
-            else:
-                load_model_state(self.model, model_state_dict(source))
+            load_model_state(self.model, model_state_dict(load_diffae(init_from)))
         if freeze_encoder:  # the latent space stays the one a DiffGen was trained on; only the decoder learns
             self.model.encoder.requires_grad_(False)
-        if freeze_transform:  # the LT plugin's analysis and synthesis filters keep their (Fourier) initial values
-            for transform in learned_transform(self.model):
-                transform.requires_grad_(False)
         self._init_ema()
 
     def build_model(self) -> nn.Module:
