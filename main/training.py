@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from main.checkpointing import AtomicCheckpointIO
+from main.compat.layout import read_checkpoint
 from main.compat.migrate import migrate_if_original
 from main.config import ConfigError, validate_config
 
@@ -33,6 +35,34 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[str]:
     if str(ckpt) == "last":
         return str(find_last_checkpoint(Path(cfg.paths.log_dir) / str(cfg.task_name)))
     return str(Path(str(ckpt)).expanduser())
+
+
+def time_limit(max_time: Any) -> Optional[timedelta]:
+    """`trainer.max_time` as a duration: "DD:HH:MM:SS", a dict of days/hours/minutes/seconds, or None."""
+    if max_time is None:
+        return None
+    if isinstance(max_time, str):
+        days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    return timedelta(**dict(max_time))
+
+
+def check_resume_has_work(cfg: DictConfig, ckpt_path: str) -> None:
+    """Refuse a resume that would stop before its first step: the checkpoint already reached `trainer.max_steps`,
+    or its run used up `trainer.max_time` (Lightning counts the time limit over resumes), instead of a run that
+    prints "finished" and trains nothing."""
+    checkpoint = read_checkpoint(ckpt_path)
+    step = int(checkpoint.get("global_step", 0))
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if max_steps is not None and 0 <= max_steps <= step:
+        raise ConfigError(f"trainer.max_steps={max_steps}: {ckpt_path} is at step {step} already; raise "
+                          "trainer.max_steps to train on")
+    limit = time_limit(cfg.trainer.get("max_time"))
+    elapsed = (checkpoint.get("callbacks", {}).get("Timer") or {}).get("time_elapsed", {}).get("train", 0.0)
+    if limit is not None and elapsed >= limit.total_seconds():
+        raise ConfigError(f"trainer.max_time={cfg.trainer.max_time}: the run in {ckpt_path} has trained "
+                          f"{timedelta(seconds=round(elapsed))} already (the limit counts over resumes); raise it or "
+                          "set trainer.max_time=null to train on")
 
 
 def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
@@ -61,6 +91,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_checkpoint(cfg)
     original = migrate_if_original(ckpt_path, cfg)  # adapts cfg to a checkpoint of the original code, else None
     validate_config(cfg)
+    if ckpt_path is not None and original is None:
+        check_resume_has_work(cfg, ckpt_path)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     pl.seed_everything(cfg.seed, workers=True)

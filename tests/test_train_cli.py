@@ -108,6 +108,25 @@ def test_config_mistakes_fail_at_startup_naming_the_key(overrides, key, tmp_path
         validate_config(compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", *overrides))
 
 
+def test_a_resume_with_nothing_left_to_train_is_refused_naming_the_key(tmp_path):
+    """A checkpoint at max_steps, or whose run used up max_time (Lightning counts it over resumes), is refused at
+    start-up with the key to change, instead of a run that trains nothing and says it finished."""
+    from main.training import check_resume_has_work
+
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"global_step": 1500, "callbacks": {"Timer": {"time_elapsed": {"train": 788.3}}}}, ckpt)
+    cfg = compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "trainer.max_steps=1500")
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps=1500: .* is at step 1500 already"):
+        check_resume_has_work(cfg, str(ckpt))
+    cfg = compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "trainer.max_steps=3000",
+                      "trainer.max_time=00:00:06:00")
+    with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:06:00: .* has trained 0:13:08 already"):
+        check_resume_has_work(cfg, str(ckpt))
+    for limit in ("null", "00:00:20:00", "{minutes:20}"):
+        check_resume_has_work(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "trainer.max_steps=3000",
+                                          f"trainer.max_time={limit}"), str(ckpt))
+
+
 def test_diffgen_shape_mistakes_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.model\.factors"):
         validate_config(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "datamodule.crop_length=8256",
