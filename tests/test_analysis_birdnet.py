@@ -200,3 +200,19 @@ def test_sweep_and_report_end_to_end(data, tmp_path, tiny_exports):
     assert 0.2 < metrics["generated"]["fidelity"]["fad_birdnet_ratio"] < 3.0
     assert metrics["real test"]["fidelity"]["fad_birdnet_ratio"] is None  # the test clips have no distance to themselves
     assert "FAD BirdNET / floor" in text
+
+
+def test_scoring_leaves_no_session_logs_in_the_temporary_directory(data, tmp_path, monkeypatch):
+    """The library writes a log file per session to the temporary directory and keeps it; scoring removes them."""
+    import tempfile
+
+    from main.analysis.birdnet import BirdNet
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    birdnet = BirdNet(cache_dir=tmp_path / "cache", show_progress=False)  # nothing cached: the library runs
+    scores = birdnet.score([data["draws"]["c"].paths[0]])
+    assert birdnet.library_calls > 0 and scores.embeddings.shape[0] == 1
+    assert sorted(p.name for p in temporary.iterdir()) == []
+    assert tempfile.tempdir == str(temporary)

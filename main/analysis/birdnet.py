@@ -10,14 +10,16 @@ Every library call starts worker processes (~1.2 s), so many files go into each 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -118,6 +120,19 @@ class BirdNetScores:
                              self.sci_names)
 
 
+@contextlib.contextmanager
+def _session_temp_dir() -> Iterator[None]:
+    """Run a BirdNET session with its temporary files in a folder removed afterwards: the library writes a log file
+    per session to the temporary directory and leaves it there (one file per call, thousands after a sweep)."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="birdnet-") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def _batches(durations: Sequence[tuple[int, float]], max_segments: int) -> list[list[int]]:
     """Group file indices (sorted by duration) so that files x chunks of the longest stays <= max_segments."""
     order = sorted(durations, key=lambda item: item[1])
@@ -170,15 +185,17 @@ class BirdNet:
 
     def predict_arrays(self, arrays: Sequence[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Dense per-chunk confidences [files, chunks, 6522] and the padding mask [files, chunks] (True = no chunk)."""
-        result = self.model.predict_arrays(list(arrays), top_k=None, default_confidence_threshold=None,
-                                           **self._predict_kwargs())
+        with _session_temp_dir():
+            result = self.model.predict_arrays(list(arrays), top_k=None, default_confidence_threshold=None,
+                                               **self._predict_kwargs())
         self.library_calls += 1
         self._check_processed(result, len(arrays))
         return dense_confidences(result.species_ids, result.species_probs, result.species_masked)
 
     def encode_arrays(self, arrays: Sequence[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-chunk embeddings [files, chunks, 1024] and the padding mask [files, chunks] (True = no chunk)."""
-        result = self.model.encode_arrays(list(arrays), **self._predict_kwargs())
+        with _session_temp_dir():
+            result = self.model.encode_arrays(list(arrays), **self._predict_kwargs())
         self.library_calls += 1
         self._check_processed(result, len(arrays))
         return np.asarray(result.embeddings, dtype=np.float32), np.asarray(result.embeddings_masked).any(-1)
