@@ -41,10 +41,14 @@ def time_limit(max_time: Any) -> Optional[timedelta]:
     """`trainer.max_time` as a duration: "DD:HH:MM:SS", a dict of days/hours/minutes/seconds, or None."""
     if max_time is None:
         return None
-    if isinstance(max_time, str):
-        days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
-        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    return timedelta(**dict(max_time))
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        return timedelta(**dict(max_time))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f'trainer.max_time={max_time!r} is not "DD:HH:MM:SS" or a dict of days, hours, minutes, '
+                          "seconds") from error
 
 
 def check_resume_has_work(cfg: DictConfig, ckpt_path: str) -> None:

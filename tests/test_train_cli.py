@@ -122,6 +122,9 @@ def test_a_resume_with_nothing_left_to_train_is_refused_naming_the_key(tmp_path)
                       "trainer.max_time=00:00:06:00")
     with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:06:00: .* has trained 0:13:08 already"):
         check_resume_has_work(cfg, str(ckpt))
+    with pytest.raises(ConfigError, match=r"trainer\.max_time='12:00' is not"):
+        check_resume_has_work(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "trainer.max_steps=3000",
+                                          "trainer.max_time='12:00'"), str(ckpt))
     for limit in ("null", "00:00:20:00", "{minutes:20}"):
         check_resume_has_work(compose_exp("diffgen_tiny", f"paths.root_dir={tmp_path}", "trainer.max_steps=3000",
                                           f"trainer.max_time={limit}"), str(ckpt))
