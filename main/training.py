@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from main.checkpointing import AtomicCheckpointIO
 from main.compat.layout import read_checkpoint
@@ -37,20 +38,6 @@ def resolve_checkpoint(cfg: DictConfig) -> Optional[str]:
     return str(Path(str(ckpt)).expanduser())
 
 
-def time_limit(max_time: Any) -> Optional[timedelta]:
-    """`trainer.max_time` as a duration: "DD:HH:MM:SS", a dict of days/hours/minutes/seconds, or None."""
-    if max_time is None:
-        return None
-    try:
-        if isinstance(max_time, str):
-            days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
-            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        return timedelta(**dict(max_time))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f'trainer.max_time={max_time!r} is not "DD:HH:MM:SS" or a dict of days, hours, minutes, '
-                          "seconds") from error
-
-
 def check_resume_has_work(cfg: DictConfig, ckpt_path: str) -> None:
     """Refuse a resume that would stop before its first step: the checkpoint already reached `trainer.max_steps`,
     or its run used up `trainer.max_time` (Lightning counts the time limit over resumes), instead of a run that
@@ -61,12 +48,19 @@ def check_resume_has_work(cfg: DictConfig, ckpt_path: str) -> None:
     if max_steps is not None and 0 <= max_steps <= step:
         raise ConfigError(f"trainer.max_steps={max_steps}: {ckpt_path} is at step {step} already; raise "
                           "trainer.max_steps to train on")
-    limit = time_limit(cfg.trainer.get("max_time"))
-    elapsed = (checkpoint.get("callbacks", {}).get("Timer") or {}).get("time_elapsed", {}).get("train", 0.0)
-    if limit is not None and elapsed >= limit.total_seconds():
-        raise ConfigError(f"trainer.max_time={cfg.trainer.max_time}: the run in {ckpt_path} has trained "
-                          f"{timedelta(seconds=round(elapsed))} already (the limit counts over resumes); raise it or "
-                          "set trainer.max_time=null to train on")
+    max_time = cfg.trainer.get("max_time")
+    if max_time is None:
+        return
+    try:  # the Timer that Lightning builds from trainer.max_time, restored as the resume would restore it
+        timer = Timer(duration=OmegaConf.to_container(max_time) if isinstance(max_time, DictConfig) else max_time)
+    except (MisconfigurationException, TypeError) as error:
+        raise ConfigError(f'trainer.max_time={max_time!r} is not "DD:HH:MM:SS" or a dict of days, hours, minutes, '
+                          "seconds") from error
+    timer.load_state_dict(checkpoint.get("callbacks", {}).get("Timer", {}))
+    if timer.time_remaining() <= 0:
+        raise ConfigError(f"trainer.max_time={max_time}: the run in {ckpt_path} has trained "
+                          f"{timedelta(seconds=round(timer.time_elapsed()))} already (the limit counts over resumes); "
+                          "raise it or set trainer.max_time=null to train on")
 
 
 def _instantiate_all(group: Optional[DictConfig]) -> list[Any]:
