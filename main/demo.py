@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional
 from main.renames import add_flag_alias
 
 ROOT = Path(__file__).resolve().parents[1]
+DECODING_STEPS = 16  # the default demo's DiffAE decoding steps (BENCHMARKS.md, "Sound fidelity")
+
 # --fast: 6 recordings of 1 s per species (3 / 1 / 2 in train / valid / test), so that every species is trained,
 # probed and evaluated, in seconds.
 FAST_DATA = ["datamodule.synthetic.clips_per_species=6", "+datamodule.synthetic.split_fractions=[0.5,0.17,0.33]"]
@@ -174,14 +176,14 @@ def main(argv: Optional[list[str]] = None) -> Path:
                              "takes 13%% less: BENCHMARKS.md)")
     add_flag_alias(parser, "--steps", "sampling_steps", type=int)
     parser.add_argument("--decoding-steps", type=int,
-                        help="DiffAE decoding steps (DPM-Solver++; default 12, with --fast: --sampling-steps; 12 "
-                             "reconstruct the demo's test recordings at 0.90 vs 0.92 with 25, at half the cost: "
-                             "BENCHMARKS.md)")
+                        help="DiffAE decoding steps (DPM-Solver++; default 16, with --fast: --sampling-steps; 16 "
+                             "leave a noise floor between syllables 2.2 dB above the recordings' where 12 leave 3.6 "
+                             "dB, at 4/3 of the cost: BENCHMARKS.md, 'Sound fidelity')")
     parser.add_argument("--embedding-scale", type=float, default=3.0,
                         help="classifier-free guidance scale of the main evaluation (CFG 1 is shown beside it)")
     add_flag_alias(parser, "--cfg", "embedding_scale", type=float)
     args = parser.parse_args(argv)
-    decoding_steps = args.decoding_steps or (args.sampling_steps if args.fast else 12)
+    decoding_steps = args.decoding_steps or (args.sampling_steps if args.fast else DECODING_STEPS)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "demo.log"
