@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import butter, sosfilt
+from scipy.signal import butter, istft, sosfilt, stft
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
@@ -80,6 +80,17 @@ REAL_DEGRADATIONS: dict[str, Degradation] = {
 }
 
 
+def swap_phase(magnitude_of: np.ndarray, phase_of: np.ndarray, window: int = 2048) -> np.ndarray:
+    """The STFT magnitude of one clip with the STFT phase of another (Hann `window`, hop window / 2): which of the two
+    carries a difference."""
+    n = len(magnitude_of)
+    phase_of = np.pad(phase_of[:n], (0, max(0, n - len(phase_of))))
+    _, _, a = stft(magnitude_of, nperseg=window)
+    _, _, b = stft(phase_of, nperseg=window)
+    _, out = istft(np.abs(a) * np.exp(1j * np.angle(b)), nperseg=window)
+    return np.pad(out[:n], (0, max(0, n - len(out))))
+
+
 def mono(path: str) -> tuple[np.ndarray, int]:
     """The file as mono float64 and its rate."""
     audio, rate = sf.read(path, always_2d=True)
@@ -125,6 +136,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         sets["reconstructions, RMS matched to the original"] = [
             (str(i), y * np.sqrt((x ** 2).mean() / max((y ** 2).mean(), 1e-12)), sr)
             for i, ((x, _), (y, sr)) in enumerate(pairs)]
+        sets["originals' STFT magnitude, reconstructions' phase"] = [
+            (str(i), swap_phase(x, y), sr) for i, ((x, _), (y, sr)) in enumerate(pairs)]
+        sets["reconstructions' STFT magnitude, originals' phase"] = [
+            (str(i), swap_phase(y, x), sr) for i, ((x, _), (y, sr)) in enumerate(pairs)]
         sets["reconstructions, low-pass 12 kHz"] = [
             (str(i), sosfilt(butter(8, 12000, fs=sr, output="sos"), y), sr) for i, (_, (y, sr)) in enumerate(pairs)]
 
