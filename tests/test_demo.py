@@ -23,6 +23,7 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     assert {"spectrograms.png", "per_species.png", "learning_curve.png"} <= {p.name for p in report.parent.iterdir()}
     clips = sorted((tmp_path / "eval/generated").glob("*.wav"))
     assert len(clips) == 20 and all(sf.info(str(c)).frames == 16000 for c in clips)  # 2 per species, whole 1 s
+    assert json.loads((tmp_path / "eval/generated/generation.json").read_text())["batched"]  # 16 clips at once
     # learned quality floor (measured: dmae 0.580 -> 0.554 in 40 steps, diffgen 0.343 -> 0.173 in 200 steps)
     for stage, factor in (("dmae", 0.97), ("diffgen", 0.75)):
         losses = logged(tmp_path / stage, "valid/loss")
