@@ -23,8 +23,8 @@ def pretrained():
 
 
 def test_pretrained_demo_diffae_matches_its_recorded_config(pretrained):
-    """fp16, <= 25 MB, finite, and both its recorded command and the command as it was run (before exp=dmae_demo
-    took these settings) compose exactly its config."""
+    """fp16, <= 25 MB, finite; its recorded command, the command as it was run (before exp=dmae_demo took these
+    settings) and the decoder fine-tune after it all compose exactly its config."""
     model, config = pretrained
     assert PRETRAINED_DIFFAE.stat().st_size <= 25 * 2**20
     assert config["dtype"] == "float16" and config["kind"] == "diffae" and config["sample_rate"] == 32000
@@ -38,6 +38,13 @@ def test_pretrained_demo_diffae_matches_its_recorded_config(pretrained):
         assert {k: config["model"][k] for k in expected} == expected, command
         assert cfg.sample_rate == config["sample_rate"] and cfg.trainer.max_steps == int(provenance["steps"])
     assert model.config["data_scale"] == cfg.model.model.data_scale
+    # then its decoder fine-tuned: the recorded command composes the same architecture, encoder frozen
+    fine_tune = provenance["fine_tune"]
+    with initialize_config_dir(str(ROOT), version_base="1.3"):
+        cfg = compose("config", overrides=fine_tune["command"].split()[2:])
+    assert OmegaConf.to_container(cfg.model.model, resolve=True) == expected
+    assert cfg.model.freeze_encoder and cfg.model.spectral_loss_weight > 0
+    assert cfg.trainer.max_steps == int(fine_tune["steps"]) == config["global_step"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
