@@ -8,6 +8,8 @@ import json
 
 import pytest
 import soundfile as sf
+import torch
+from safetensors.torch import load_file
 
 from main.demo import logged
 from main.demo import main as demo_main
@@ -28,6 +30,13 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     for stage, factor in (("dmae", 0.97), ("diffgen", 0.75)):
         losses = logged(tmp_path / stage, "valid/loss")
         assert len(losses) >= 4 and losses[-1] < factor * losses[0], (stage, losses)
+    # --fast trains its DiffAE from scratch, then the decoder alone, as the pretrained demo DiffAE was made
+    assert "DiffAE decoder" in text
+    base, final = (load_file(str(tmp_path / "exports" / f"{name}.safetensors"))
+                   for name in ("diffae_tiny_base", "diffae_tiny"))
+    encoder = [k for k in base if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(base[k], final[k]) for k in encoder)  # the latents stay as they are
+    assert any(not torch.equal(base[k], final[k]) for k in base if k.startswith("net."))
     results = json.loads((report.parent / "metrics.json").read_text())["results"]
     # the fidelity figures of every set, under the keys scripts read
     for name in ("generated", "generated (CFG 1)", "reconstructions", "real test", "real train"):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from main.config import register_resolvers
-from main.demo import PRETRAINED_DIFFAE
+from main.demo import DECODER_FINE_TUNE, DECODER_FINE_TUNE_STEPS, PRETRAINED_DIFFAE
 from main.models import decode_latent, load_model
 from main.nets.bottleneck import latent_saturation
 from tests.conftest import ROOT
@@ -45,6 +45,9 @@ def test_pretrained_demo_diffae_matches_its_recorded_config(pretrained):
     assert OmegaConf.to_container(cfg.model.model, resolve=True) == expected
     assert cfg.model.freeze_encoder and cfg.model.spectral_loss_weight > 0
     assert cfg.trainer.max_steps == int(fine_tune["steps"]) == config["global_step"]
+    # and it is the stage `python -m main.demo --from-scratch` runs after exp=dmae_demo
+    assert set(DECODER_FINE_TUNE) <= set(fine_tune["command"].split())
+    assert DECODER_FINE_TUNE_STEPS == cfg.trainer.max_steps
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
