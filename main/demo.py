@@ -247,7 +247,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     manifest = prepare_data(out, size, [*common, *data], log)
     preencoded = out / "data" / f"preencoded_{size}"
     run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae),
-         *text_encoder_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
+         *preencode_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
         log)
     limit = max(MIN_STAGE_MINUTES, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
     seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
@@ -315,10 +315,14 @@ def compose_experiment(overrides: list[str]) -> Any:
         return compose("config", overrides=overrides)
 
 
-def text_encoder_args(overrides: list[str]) -> list[str]:
-    """main.preencode's --text-encoder and --max-length: the DiffGen experiment's own text encoder settings."""
-    model = compose_experiment(overrides).model
-    return ["--text-encoder", str(model.text_encoder), "--max-length", str(model.text_encoder_max_length)]
+def preencode_args(overrides: list[str]) -> list[str]:
+    """main.preencode's --text-encoder and --max-length (the DiffGen experiment's own text encoder settings) and
+    --min-seconds: recordings shorter than its crop are zero-padded in audio before encoding, as the audio
+    datamodule pads them. (Padded in latent space instead, with zeros, which are not the latent of silence, DiffGen
+    learned to end every clip in a zero latent about 60 ms early, which the decoder rendered as a burst.)"""
+    cfg = compose_experiment(overrides)
+    return ["--text-encoder", str(cfg.model.text_encoder), "--max-length", str(cfg.model.text_encoder_max_length),
+            "--min-seconds", repr(cfg.datamodule.crop_length / cfg.sample_rate)]
 
 
 def write_dataset(overrides: list[str]) -> Path:

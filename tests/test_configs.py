@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from main.conf import load_arch_yaml, load_group_yaml
 from main.config import ConfigError, validate_config
-from main.demo import compose_experiment, text_encoder_args
+from main.demo import compose_experiment, preencode_args
 from main.models import DIFFAE_CONFIG, DIFFGEN_CONFIG
 from main.modules import DMAE, DiffGen, EMADiffusionModule
 from tests.conftest import ROOT
@@ -107,11 +107,15 @@ def test_validation_dispatches_on_the_model_class(tmp_path):
 
 
 @pytest.mark.parametrize("size", ["demo", "tiny"])
-def test_demo_pre_encodes_with_the_experiments_text_encoder(size):
-    model = compose_experiment([f"exp=diffgen_{size}_preencoded"]).model
-    args = text_encoder_args([f"exp=diffgen_{size}_preencoded"])
-    assert args == ["--text-encoder", model.text_encoder, "--max-length", str(model.text_encoder_max_length)]
+def test_demo_pre_encodes_with_the_experiments_text_encoder_and_crop(size):
+    """The text encoder of the experiment, and recordings padded in audio to at least one crop (in samples at
+    the experiment's rate, exactly), so no latent crop is padded with zeros."""
+    cfg = compose_experiment([f"exp=diffgen_{size}_preencoded"])
+    model = cfg.model
+    args = preencode_args([f"exp=diffgen_{size}_preencoded"])
+    assert args[:4] == ["--text-encoder", model.text_encoder, "--max-length", str(model.text_encoder_max_length)]
     assert model.text_encoder_max_length == model.model.embedding_max_length
+    assert args[4] == "--min-seconds" and round(float(args[5]) * cfg.sample_rate) == cfg.datamodule.crop_length
 
 
 @pytest.mark.parametrize("setting, value, message", [

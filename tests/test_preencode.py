@@ -88,6 +88,24 @@ def test_latent_module_rejects_mismatched_rate(setup):
         LatentDataModule(str(setup["out"]["float16"]), crop_length=CROP, sample_rate=32000)
 
 
+def test_recordings_shorter_than_the_crop_warn_and_min_seconds_pads_their_audio(setup, text_encoder_path,
+                                                                                tmp_path):
+    """Zero latents are not silence: a crop longer than the recordings warns and names --min-seconds, and with it
+    each recording is the on-the-fly latent of its zero-padded audio (the audio datamodule's padding)."""
+    with pytest.warns(UserWarning, match=r"shorter than datamodule.crop_length=16384 .*--min-seconds 1.024"):
+        LatentDataModule(str(setup["out"]["float32"]), crop_length=2 * CROP, sample_rate=16000)
+    out = tmp_path / "padded"
+    preencode(setup["manifest"], setup["tmp"] / "diffae.safetensors", out, text_encoder_path, 32, ("train",),
+              min_seconds=2 * CROP / 16000, dtype="float32", device="cpu")
+    store = PreencodedStore(out)
+    item = store.items[0]
+    audio = load_recording(setup["manifest"].parent / item["file"], 16000, 2)[:, :CROP]
+    with torch.no_grad():
+        expected = setup["diffae"].encoder(torch.nn.functional.pad(audio, (0, CROP))[None])[0]
+    crop = LatentDataset(store, "train", 2 * CROP // 64, random_crop=False)[0]["latent"]
+    torch.testing.assert_close(crop, expected, rtol=0, atol=1e-6)
+
+
 def test_cli_min_seconds_counts_at_the_exports_sample_rate(setup, text_encoder_path, tmp_path):
     from main.preencode import main as preencode_main
 

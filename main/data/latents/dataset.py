@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -64,7 +65,8 @@ class PreencodedStore:
 
 class LatentDataset(Dataset):
     """Latent crops of `latent_length` frames (random for training, seeded by (seed, epoch, index)) with the
-    recording's cached text embedding; recordings shorter than the crop are zero-padded."""
+    recording's cached text embedding; recordings shorter than the crop are zero-padded (`LatentDataModule` warns:
+    pre-encode with `--min-seconds` to pad their audio instead)."""
 
     def __init__(self, store: PreencodedStore, split: str, latent_length: int, random_crop: bool, seed: int = 0):
         self.store = store
@@ -138,6 +140,14 @@ class LatentDataModule(pl.LightningDataModule):
             raise ValueError(f"datamodule.sample_rate={sample_rate} but {preencoded} was encoded at "
                              f"{meta['sample_rate']} Hz")
         self.latent_length = crop_length // factor
+        short = sum(item["frames"] < self.latent_length for item in self.store.items)
+        if short:
+            # a zero latent is not the latent of silence: DiffGen learns to end such clips in it, and the decoder
+            # renders it as a burst (BENCHMARKS.md, "Sound fidelity")
+            rank_zero_warn(f"{short} of the {len(self.store.items)} recordings in {preencoded} are shorter than "
+                           f"datamodule.crop_length={crop_length} and are padded with zero latents; pre-encode "
+                           f"with `python -m main.preencode ... --min-seconds {crop_length / sample_rate!r}` to pad "
+                           "their audio instead, as the audio datamodule does")
 
     def _dataset(self, split: str, train: bool) -> LatentDataset:
         dataset = LatentDataset(self.store, split, self.latent_length, random_crop=train, seed=self.hparams.seed)
