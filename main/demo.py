@@ -261,7 +261,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
     export(out / "diffgen/checkpoints/last.ckpt", diffgen, log)
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
-    # --batched: 16 clips through the models together, 1.27x faster than one at a time on 2 cores (BENCHMARKS.md)
+    # --batched: 16 clips through the models together; on 2 cores the DiffAE decoding bounds it and it saves only
+    # ~3% (100 clips: 209 vs 215 s, BENCHMARKS.md "Sampling speed"), on a GPU far more
     steps = ["--sampling-steps", str(args.sampling_steps), "--decoding-steps", str(decoding_steps),
              "--sampler", "dpmpp-2m", "--batch-size", "16", "--batched"]
     folders = {"generated": out / "eval/generated", "generated (CFG 1)": out / "eval/generated_cfg1"}
