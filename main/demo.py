@@ -113,6 +113,19 @@ def stage_budget(steps: int, limit_minutes: float, checkpoint_every: int) -> lis
             f"{int(minutes % 1 * 60):02d}", f"callbacks.checkpoint.every_n_train_steps={checkpoint_every}"]
 
 
+def train_stage(exp: str, run_dir: Path, overrides: list[str], steps: int, seconds_per_step: float,
+                limit_factor: float, checkpoint_every: int, weights: Path, log: Path, note: str) -> dict[str, Any]:
+    """`python train.py exp=<exp>` for exactly `steps` steps (a time limit of `limit_factor` x the expected time as
+    the safety net), its EMA model exported to `weights`; returns the stage's row of the report."""
+    limit = max(MIN_STAGE_MINUTES, steps * seconds_per_step * limit_factor / 60)
+    seconds = run([sys.executable, "train.py", f"exp={exp}", f"hydra.run.dir={run_dir}", *overrides,
+                   *stage_budget(steps, limit, checkpoint_every)], log, limit * 60, run_dir)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    export(checkpoint, weights, log)
+    return {"steps": steps, "seconds": seconds, "limit_minutes": round(limit, 1),
+            "steps_done": torch_load_step(checkpoint), "note": note}
+
+
 def learning_curve_rows(out: Path, stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Latent-space text adherence of DiffGen against its training steps (logged by the latent species probe),
     one row per logged evaluation and CFG scale, plus the probe on real validation latents (the ceiling)."""
@@ -214,28 +227,18 @@ def main(argv: Optional[list[str]] = None) -> Path:
     diffae.parent.mkdir(parents=True, exist_ok=True)
 
     if dmae_steps > 0:
-        limit = max(MIN_STAGE_MINUTES, dmae_steps * per_step["dmae"] * args.time_limit_factor / 60)
         init = [] if scratch else [f"model.init_from={PRETRAINED_DIFFAE}", "model.lr=1e-4"]
-        seconds = run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae", *common, *data, *init,
-                       *stage_budget(dmae_steps, limit, max(dmae_steps // 4, 1))], log, limit * 60, out / "dmae")
-        stages["DiffAE (DMAE)"] = {"steps": dmae_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
-                                   "steps_done": torch_load_step(out / "dmae/checkpoints/last.ckpt"),
-                                   "note": "from scratch" if scratch else "fine-tuned from the pretrained demo DiffAE"}
+        base = diffae.with_name(f"diffae_{size}_base.safetensors") if scratch else diffae
+        stages["DiffAE (DMAE)"] = train_stage(
+            f"dmae_{size}", out / "dmae", [*common, *data, *init], dmae_steps, per_step["dmae"], args.time_limit_factor,
+            max(dmae_steps // 4, 1), base, log,
+            "from scratch" if scratch else "fine-tuned from the pretrained demo DiffAE")
         if scratch:  # then the decoder alone, as the pretrained demo DiffAE was made
-            base = diffae.with_name(f"diffae_{size}_base.safetensors")
-            export(out / "dmae/checkpoints/last.ckpt", base, log)
             decoder_steps = 10 if args.fast else DECODER_FINE_TUNE_STEPS
-            limit = max(MIN_STAGE_MINUTES, decoder_steps * per_step["dmae"] * args.time_limit_factor / 60)
-            seconds = run([python, "train.py", f"exp=dmae_{size}", f"hydra.run.dir={out}/dmae_decoder", *common,
-                           *data, f"model.init_from={base}", *DECODER_FINE_TUNE,
-                           *stage_budget(decoder_steps, limit, decoder_steps)], log, limit * 60,
-                          out / "dmae_decoder")
-            stages["DiffAE decoder"] = {"steps": decoder_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
-                                        "steps_done": torch_load_step(out / "dmae_decoder/checkpoints/last.ckpt"),
-                                        "note": "encoder frozen, log-spectral loss"}
-            export(out / "dmae_decoder/checkpoints/last.ckpt", diffae, log)
-        else:
-            export(out / "dmae/checkpoints/last.ckpt", diffae, log)
+            stages["DiffAE decoder"] = train_stage(
+                f"dmae_{size}", out / "dmae_decoder", [*common, *data, f"model.init_from={base}", *DECODER_FINE_TUNE],
+                decoder_steps, per_step["dmae"], args.time_limit_factor, decoder_steps, diffae, log,
+                "encoder frozen, log-spectral loss")
     else:
         if not PRETRAINED_DIFFAE.is_file():
             raise SystemExit(f"[demo] {PRETRAINED_DIFFAE} is missing: restore it from git or run with --from-scratch")
@@ -249,16 +252,13 @@ def main(argv: Optional[list[str]] = None) -> Path:
     run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae),
          *preencode_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
         log)
-    limit = max(MIN_STAGE_MINUTES, diffgen_steps * per_step["diffgen"] * args.time_limit_factor / 60)
-    seconds = run([python, "train.py", f"exp=diffgen_{size}_preencoded", f"hydra.run.dir={out}/diffgen",
-                   f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
-                   # one audio preview, of the final weights: the report evaluates the clips; the probe logs the curve
-                   f"callbacks.audio_preview.every_n_steps={diffgen_steps}",
-                   *stage_budget(diffgen_steps, limit, max(diffgen_steps // 4, 1))], log, limit * 60, out / "diffgen")
-    stages["DiffGen"] = {"steps": diffgen_steps, "seconds": seconds, "limit_minutes": round(limit, 1),
-                         "steps_done": torch_load_step(out / "diffgen/checkpoints/last.ckpt"),
-                         "note": "from pre-encoded latents"}
-    export(out / "diffgen/checkpoints/last.ckpt", diffgen, log)
+    stages["DiffGen"] = train_stage(
+        f"diffgen_{size}_preencoded", out / "diffgen",
+        [f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
+         # one audio preview, of the final weights: the report evaluates the clips; the probe logs the curve
+         f"callbacks.audio_preview.every_n_steps={diffgen_steps}"],
+        diffgen_steps, per_step["diffgen"], args.time_limit_factor, max(diffgen_steps // 4, 1), diffgen, log,
+        "from pre-encoded latents")
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
     # --batched: 16 clips through the models together; on 2 cores the DiffAE decoding bounds it and it saves only
