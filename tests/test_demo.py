@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from main.demo import logged
+from main.demo import cpu_count, logged, run_lanes
 from main.demo import main as demo_main
 
 
@@ -53,3 +54,30 @@ def test_fast_demo_trains_generates_and_reports(tmp_path):
     rows = list(csv.DictReader(open(report.parent / "learning_curve.csv")))
     steps = sorted({int(r["step"]) for r in rows if r["clips"].startswith("generated latents")})
     assert steps and steps[-1] == 200
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_run_lanes_runs_lanes_in_parallel_and_commands_in_order(tmp_path):
+    log = tmp_path / "demo.log"
+    signal, order = tmp_path / "signal", tmp_path / "order"
+    # lane 0 waits for a file that only lane 1 writes: it finishes only if the lanes run at the same time
+    wait = (f"import os, pathlib, time\nfor _ in range(600):\n    if pathlib.Path({str(signal)!r}).exists(): break\n"
+            f"    time.sleep(0.05)\nelse: raise SystemExit(3)\nprint('threads', os.environ['OMP_NUM_THREADS'])")
+    append = f"open({str(order)!r}, 'a').write('{{}}')"
+    lanes = [[_python(wait)], [_python(append.format("a")), _python(f"open({str(signal)!r}, 'w')"),
+                               _python(append.format("b"))]]
+    run_lanes(lanes, log)
+    assert order.read_text() == "ab"
+    assert f"threads {max(1, cpu_count() // 2)}" in log.read_text()  # the cores split between the lanes
+    assert not list(tmp_path.glob("demo.lane*.log"))  # merged into the one log
+
+
+def test_run_lanes_raises_after_every_lane_is_done(tmp_path):
+    log, done = tmp_path / "demo.log", tmp_path / "done"
+    with pytest.raises(SystemExit, match="stage failed.*demo.log"):
+        run_lanes([[_python("import sys; print('broken'); sys.exit(1)")],
+                   [_python(f"import time; time.sleep(0.5); open({str(done)!r}, 'w')")]], log)
+    assert done.exists() and "broken" in log.read_text()
