@@ -3,6 +3,7 @@
     python benchmarks/bench_speed.py train     # DiffGen training steps/s: on-the-fly T5 + DiffAE encoder vs pre-encoded
     python benchmarks/bench_speed.py sample    # text -> audio: seed sampler (DDIM 100+100, unbatched CFG) vs ours
     python benchmarks/bench_speed.py train --device cuda --bf16   # on a GPU, both sides under bf16 autocast
+    python benchmarks/bench_speed.py optimizer # one AdamW step: PyTorch's default (a loop) vs ours (fused)
 
 Both use the seed's model sizes (DiffGen 562.6M, DiffAE 185.1M, a t5-base-sized encoder with random weights:
 same compute as t5-base, no download). Absolute seconds drift on shared machines; read the ratios.
@@ -29,6 +30,7 @@ from main.diffusion import sample as run_sampler
 from main.inference.decoding import decode_latent
 from main.inference.guidance import guided_velocity_fn
 from main.modules import text_conditional_loss
+from main.modules.base import adamw
 from main.nets.builders import build_diffae, build_diffgen
 from main.nets.defaults import DIFFGEN_CONFIG
 
@@ -125,7 +127,7 @@ def bench_train(batch_size: int, crop: int, repeats: int, device: str = "cpu", b
     reset_peak_memory(device)
 
     ours = build_diffgen().to(device)
-    optimizer = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    optimizer = adamw(list(ours.parameters()), lr=1e-4)
     cached = embedding.half()  # what main.preencode stores
     mask = attention.bool()
 
@@ -198,6 +200,28 @@ def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps
     print(f"  {peak_memory(device)}")
 
 
+def bench_optimizer(repeats: int, device: str = "cpu") -> None:
+    """One AdamW step over the demo DiffGen's and the original-size DiffGen's parameters: PyTorch's default
+    (a loop over the parameters on a CPU) against `main.modules.base.adamw` (fused)."""
+    from omegaconf import OmegaConf
+
+    from main.demo import compose_experiment
+
+    demo = build_diffgen(**OmegaConf.to_container(compose_experiment(["exp=diffgen_demo"]).model.model))
+    models = {"demo DiffGen": demo, "original-size DiffGen": build_diffgen()}
+    for name, model in models.items():
+        params = [p for p in model.to(device).parameters() if p.requires_grad]
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        default = torch.optim.AdamW(params, lr=1e-4)
+        ours = adamw(params, lr=1e-4)
+        default_s = timed(default.step, repeats, device=device)
+        ours_s = timed(ours.step, repeats, device=device)
+        print(f"{name} ({sum(p.numel() for p in params) / 1e6:.1f}M parameters, {device}, "
+              f"{torch.get_num_threads()} threads): default {default_s * 1000:.1f} ms, fused {ours_s * 1000:.1f} ms "
+              f"({default_s / ours_s:.2f}x)")
+
+
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,13 +235,17 @@ def main() -> None:
     sample.add_argument("--batch-size", type=int, default=1)
     sample.add_argument("--seed-steps", type=int, default=100)
     sample.add_argument("--our-steps", type=int, default=25)
-    for sub_parser in (train, sample):
+    optimizer = sub.add_parser("optimizer")
+    optimizer.add_argument("--repeats", type=int, default=20)
+    for sub_parser in (train, sample, optimizer):
         sub_parser.add_argument("--device", default="cpu", help="cpu or cuda")
         sub_parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both sides")
     args = parser.parse_args()
     torch.set_float32_matmul_precision("high")  # as config.yaml's matmul_precision: TF32 on GPUs, no-op on CPU
     if args.what == "train":
         bench_train(args.batch_size, args.crop, args.repeats, args.device, args.bf16)
+    elif args.what == "optimizer":
+        bench_optimizer(args.repeats, args.device)
     else:
         bench_sample(args.latent_length, args.batch_size, args.seed_steps, args.our_steps, args.device, args.bf16)
 
