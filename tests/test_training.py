@@ -230,6 +230,7 @@ def test_diffgen_frozen_parts_and_optimizer(tmp_path, tiny_diffgen_config, tiny_
         assert not any(p.requires_grad for p in frozen.parameters())
     optimizer_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimizer_params == {id(p) for p in module.model.parameters()}
+    assert trainer.optimizers[0].defaults["fused"]  # one kernel for all parameters (main.modules.base.adamw)
     keys = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"].keys()
     assert all(k.startswith(("model.", "ema.")) for k in keys)
     # The exported DiffGen reloads with its own (tiny) hyper-parameters and equals the EMA model.
@@ -237,6 +238,26 @@ def test_diffgen_frozen_parts_and_optimizer(tmp_path, tiny_diffgen_config, tiny_
     reloaded = get_default_diffgen(weights)
     for key, value in model_state_dict(reloaded).items():
         torch.testing.assert_close(value, module.ema_model.state_dict()[key], rtol=0, atol=0)
+
+
+def test_fused_adamw_makes_the_update_of_pytorchs_default_adamw():
+    from main.modules.base import adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32, 3), torch.randn(32), torch.randn(300, 40)]
+    grads = [[torch.randn_like(p) * 1e-2 for p in start] for _ in range(10)]
+    results = []
+    for make in (torch.optim.AdamW, adamw):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = make(params, lr=1e-3, betas=(0.95, 0.999), eps=1e-6, weight_decay=1e-3)
+        for step in grads:
+            for param, grad in zip(params, step):
+                param.grad = grad.clone()
+            optimizer.step()
+        results.append(params)
+    for default, fused, first in zip(*results, start):
+        assert (default - first).abs().max() > 1e-3  # the steps moved the parameters
+        torch.testing.assert_close(fused, default, rtol=1e-6, atol=1e-7)  # and both alike, up to float rounding
 
 
 def test_dmae_freeze_encoder_trains_only_the_decoder(tmp_path, tiny_diffae_config):
