@@ -10,7 +10,6 @@ because small 1-D convolutions do not use two threads well. This measures it on 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from main.demo import cpu_count, thread_env  # noqa: E402
 
 
 def decode(clips: int, steps: int, frames: int) -> None:
@@ -43,7 +44,7 @@ def decode(clips: int, steps: int, frames: int) -> None:
 def timed_lanes(lanes: int, threads: int, clips_per_lane: int, steps: int, frames: int) -> float:
     """Seconds until the last of `lanes` processes of `threads` threads each, started together, has decoded its
     `clips_per_lane` clips (each process's start-up left out)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = thread_env(threads)
     command = [sys.executable, __file__, "--worker", str(clips_per_lane), "--steps", str(steps), "--frames",
                str(frames)]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(lanes)]
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker is not None:
         return decode(args.worker, args.steps, args.frames)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     lanes = min(2, cores)
     ratios = []
     for repeat in range(args.repeats):  # alternated, so that a drift of the machine's speed hits both ways alike

@@ -57,7 +57,7 @@ def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir
     from tqdm.auto import tqdm
 
     start = time.monotonic()
-    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = None if threads is None else thread_env(threads)
     print(f"[demo] {' '.join(command[1:])}", flush=True)
     with open(log, "a") as f, tqdm(total=round(budget_s) if budget_s else None, unit="s", leave=False,
                                    desc=run_dir.name if run_dir else command[2], disable=run_dir is None) as bar:
@@ -79,8 +79,8 @@ def run(command: list[str], log: Path, budget_s: Optional[float] = None, run_dir
 def run_lanes(lanes: list[list[list[str]]], log: Path) -> float:
     """Run independent stages in parallel lanes (each lane's commands one after another), the CPU's threads split
     evenly between the lanes; each lane's output is appended to `log` when all are done, a failure is raised after.
-    On 2 cores two 1-thread processes decode 1.4x as many clips per second as one 2-thread process (BENCHMARKS.md,
-    "Sampling speed"). Returns the wall time in seconds."""
+    On 2 cores two 1-thread processes decode 1.1-1.4x as many clips per second as one 2-thread process
+    (BENCHMARKS.md, "Sampling speed"). Returns the wall time in seconds."""
     start = time.monotonic()
     threads = max(1, cpu_count() // len(lanes))
     lane_logs = [log.with_name(f"{log.stem}.lane{i}{log.suffix}") for i in range(len(lanes))]
@@ -112,6 +112,11 @@ def eval_lanes() -> int:
     import torch
 
     return 1 if torch.cuda.is_available() or cpu_count() < 2 else 2
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """This process's environment with the CPU threads of a child process's math libraries capped at `threads`."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def cpu_count() -> int:
