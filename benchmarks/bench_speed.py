@@ -239,6 +239,7 @@ def main() -> None:
     optimizer.add_argument("--repeats", type=int, default=20)
     for sub_parser in (train, sample, optimizer):
         sub_parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    for sub_parser in (train, sample):
         sub_parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both sides")
     args = parser.parse_args()
     torch.set_float32_matmul_precision("high")  # as config.yaml's matmul_precision: TF32 on GPUs, no-op on CPU
