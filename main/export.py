@@ -20,6 +20,7 @@ from main.checkpointing import non_finite_tensors
 from main.compat.layout import checkpoint_layout, layout_kind, read_checkpoint
 from main.files import PathLike
 from main.nets.weights import load_model, model_state_dict
+from main.text import portable_text_encoder
 
 
 def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False,
@@ -33,6 +34,8 @@ def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False
     tensors = model_state_dict(model)
     # The full architecture (the seed's defaults merged with the checkpoint's overrides), not only the overrides.
     config["model"] = dict(model.config)
+    if "text_encoder" in config:  # a package's folder as a reference that resolves on any machine
+        config["text_encoder"] = portable_text_encoder(str(config["text_encoder"]))
     config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
                   **(extra or {}))
     if "training_files" in raw:  # each training recording's path, species and SHA-256

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -13,6 +15,29 @@ T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 # How a DiffGen sees the padding tokens of its text: "mask" (this repository: padding zeroed and excluded from
 # cross-attention) or "attend" (the original bird-diffusion code and a-unet: padding embeddings attended to).
 TEXT_PADDING_MODES = ("mask", "attend")
+# A text encoder inside an installed Python package, as an export records it: `${package_dir:<package>,<sub-path>}`
+# (the config resolver's syntax), so that an exported model names its encoder on any machine.
+_PACKAGE_REFERENCE = re.compile(r"^\$\{package_dir:([^}]+)\}$")
+_PACKAGE_FOLDERS = ("site-packages", "dist-packages")
+
+
+def portable_text_encoder(name_or_path: str) -> str:
+    """`${package_dir:<package>,<sub-path>}` for a folder inside an installed package; other names unchanged."""
+    parts = Path(name_or_path).parts
+    for i, part in enumerate(parts[:-1]):
+        if part in _PACKAGE_FOLDERS and parts[i + 1].isidentifier():
+            return "${package_dir:" + ",".join(parts[i + 1:]) + "}"
+    return name_or_path
+
+
+def resolve_text_encoder(name_or_path: str) -> str:
+    """The folder a `${package_dir:...}` reference names on this machine; hub names and paths unchanged."""
+    match = _PACKAGE_REFERENCE.match(name_or_path)
+    if match is None:
+        return name_or_path
+    from main.config import package_dir
+
+    return package_dir(*match.group(1).split(","))
 
 
 def check_text_padding(mode: str) -> str:
@@ -29,7 +54,7 @@ class FrozenTextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
-        self.name_or_path = str(name_or_path)
+        self.name_or_path = resolve_text_encoder(str(name_or_path))
         self.max_length = max_length
         self.text_padding = check_text_padding(text_padding)
 

