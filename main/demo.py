@@ -1,17 +1,20 @@
 """The offline demo: the whole pipeline on the embedded synthetic bird songs, on a laptop CPU.
 
-    python -m main.demo --out demo                 # pretrained demo DiffAE -> pre-encode -> DiffGen -> generate
-                                                   # (CFG 3 and CFG 1) -> reconstruct -> evaluate -> report
-    python -m main.demo --out demo --from-scratch  # train the demo DiffAE from scratch first (much longer)
-    python -m main.demo --out demo --fast          # tiny models and a few steps (what the tests run)
+    python -m main.demo --out demo                 # pretrained demo DiffAE and DiffGen -> generate (CFG 3 and
+                                                   # CFG 1) -> reconstruct -> evaluate -> report
+    python -m main.demo --out demo --train-diffgen # train DiffGen on the demo DiffAE's latents first (pre-encode,
+                                                   # 1500 steps, with its learning curve in the report)
+    python -m main.demo --out demo --from-scratch  # train the demo DiffAE from scratch too (much longer)
+    python -m main.demo --out demo --fast          # tiny models trained for a few steps (what the tests run)
 
-As the seed starts its DiffAE from a pretrained one, the demo starts from `pretrained/diffae_demo.safetensors`
-(trained on the synthetic training split; command and provenance in docs/demo.md) and optionally fine-tunes it
-(`--dmae-steps`). Every stage is the command a GPU user runs at full scale (`train.py`, `main.export`,
-`main.preencode`, `main.analysis`) with the small `*_demo` (or `*_tiny`) experiment configs. Stages train for a
-fixed number of steps, so a slower machine trains as much, only longer; a time limit per stage is a safety net
-that the report flags when it cuts a stage short. DiffGen's text adherence is logged during training by the
-latent species probe (`valid/latent_species_top1`) and drawn as the learning curve.
+As the seed starts its DiffAE from a pretrained one, the demo starts from `pretrained/diffae_demo.safetensors` and
+`pretrained/diffgen_demo.safetensors` (trained on the synthetic training split by the commands this demo runs with
+`--from-scratch` and `--train-diffgen`; provenance in their JSON and docs/demo.md). Every stage is the command a GPU
+user runs at full scale (`train.py`, `main.export`, `main.preencode`, `main.analysis`) with the small `*_demo` (or
+`*_tiny`) experiment configs. Stages train for a fixed number of steps, so a slower machine trains as much, only
+longer; a time limit per stage is a safety net that the report flags when it cuts a stage short. When DiffGen
+trains, its text adherence is logged by the latent species probe (`valid/latent_species_top1`) and drawn as the
+learning curve.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ DECODING_STEPS = 16  # the default demo's DiffAE decoding steps (BENCHMARKS.md, 
 # probed and evaluated, in seconds.
 FAST_DATA = ["datamodule.synthetic.clips_per_species=6", "+datamodule.synthetic.split_fractions=[0.5,0.17,0.33]"]
 PRETRAINED_DIFFAE = ROOT / "pretrained" / "diffae_demo.safetensors"
+# DiffGen trained by `--train-diffgen` (exp=diffgen_demo_preencoded, 1500 steps) on the pretrained DiffAE's latents.
+PRETRAINED_DIFFGEN = ROOT / "pretrained" / "diffgen_demo.safetensors"
 # The pretrained demo DiffAE's second stage (its provenance's fine_tune), which --from-scratch repeats: the decoder
 # alone, with a log-spectral loss on its clean estimates at low noise levels; the latents stay as they are. The
 # generated clips' noise floor between syllables drops by 1 dB (BENCHMARKS.md, "Sound fidelity").
@@ -236,7 +241,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
                              "fine-tune its decoder, as the pretrained one was)")
     parser.add_argument("--dmae-steps", type=int, help="DiffAE training steps (default: 0 = use the pretrained "
                                                         "demo DiffAE as it is; exp=dmae_demo's trainer.max_steps with --from-scratch)")
-    parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500)")
+    parser.add_argument("--train-diffgen", action="store_true",
+                        help="train DiffGen on the demo data (1500 steps, 15-25 min on 2 cores) instead of using "
+                             "pretrained/diffgen_demo; implied by --from-scratch, --fast and --dmae-steps")
+    parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500; implies "
+                                                           "--train-diffgen)")
     parser.add_argument("--time-limit-factor", type=float, default=3.0,
                         help="each training stage's time limit, as a multiple of its expected time on 2 cores")
     parser.add_argument("--per-species", type=int, default=10, help="generated clips per species (main CFG scale)")
@@ -271,6 +280,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
         dmae_steps = 40 if args.fast else int(compose_experiment(["exp=dmae_demo"]).trainer.max_steps)
     else:
         dmae_steps = 0
+    # the pretrained DiffGen learned the pretrained DiffAE's latents: another DiffAE needs its own DiffGen
+    train_diffgen = args.train_diffgen or args.diffgen_steps is not None or dmae_steps > 0
     diffgen_steps = args.diffgen_steps if args.diffgen_steps is not None else (200 if args.fast else 1500)
     # Expected seconds per step on 2 cores (measured, BENCHMARKS.md), for the time limits.
     per_step = {"dmae": 0.05 if args.fast else 0.8, "diffgen": 0.05 if args.fast else 0.45}
@@ -293,25 +304,22 @@ def main(argv: Optional[list[str]] = None) -> Path:
                 decoder_steps, per_step["dmae"], args.time_limit_factor, decoder_steps, diffae, log,
                 "encoder frozen, log-spectral loss")
     else:
-        if not PRETRAINED_DIFFAE.is_file():
-            raise SystemExit(f"[demo] {PRETRAINED_DIFFAE} is missing: restore it from git or run with --from-scratch")
-        for suffix in (".safetensors", ".json"):
-            shutil.copyfile(PRETRAINED_DIFFAE.with_suffix(suffix), diffae.with_suffix(suffix))
-        stages["DiffAE (DMAE)"] = {"steps": 0, "seconds": 0.0, "limit_minutes": 0, "steps_done": None,
-                                   "note": f"the pretrained demo DiffAE ({PRETRAINED_DIFFAE.relative_to(ROOT)}) as is"}
-        print(f"[demo] DiffAE: {PRETRAINED_DIFFAE.relative_to(ROOT)} (pretrained on the synthetic training split)")
+        stages["DiffAE (DMAE)"] = copy_pretrained(PRETRAINED_DIFFAE, diffae, "--from-scratch")
     manifest = prepare_data(out, size, [*common, *data], log)
-    preencoded = out / "data" / f"preencoded_{size}"
-    run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae),
-         *preencode_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
-        log)
-    stages["DiffGen"] = train_stage(
-        f"diffgen_{size}_preencoded", out / "diffgen",
-        [f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
-         # no audio preview (6-10 s on 2 cores): the report evaluates the clips; the probe logs the curve
-         "callbacks.audio_preview=null"],
-        diffgen_steps, per_step["diffgen"], args.time_limit_factor, max(diffgen_steps // 4, 1), diffgen, log,
-        "from pre-encoded latents")
+    if train_diffgen:
+        preencoded = out / "data" / f"preencoded_{size}"
+        run([python, "-m", "main.preencode", "--manifest", str(manifest), "--diffae", str(diffae),
+             *preencode_args([f"exp=diffgen_{size}_preencoded", *common]), "--out", str(preencoded), "--overwrite"],
+            log)
+        stages["DiffGen"] = train_stage(
+            f"diffgen_{size}_preencoded", out / "diffgen",
+            [f"model.autoencoder={diffae}", f"datamodule.preencoded={preencoded}", *common, *probe,
+             # no audio preview (6-10 s on 2 cores): the report evaluates the clips; the probe logs the curve
+             "callbacks.audio_preview=null"],
+            diffgen_steps, per_step["diffgen"], args.time_limit_factor, max(diffgen_steps // 4, 1), diffgen, log,
+            "from pre-encoded latents")
+    else:
+        stages["DiffGen"] = copy_pretrained(PRETRAINED_DIFFGEN, diffgen, "--train-diffgen")
 
     seconds = "1" if args.fast else "3"  # the synthetic recordings' length
     # --batched: 16 clips through the models together; on 2 cores the DiffAE decoding bounds it and it saves only
@@ -344,6 +352,17 @@ def main(argv: Optional[list[str]] = None) -> Path:
             f.write(write_latent_curve(rows, report.parent))
     summarize(out, report, stages)
     return report
+
+
+def copy_pretrained(source: Path, weights: Path, flag: str) -> dict[str, Any]:
+    """Copy a pretrained demo model (weights + JSON) to `weights`; returns its row of the report's stages table."""
+    if not source.is_file():
+        raise SystemExit(f"[demo] {source} is missing: restore it from git or train it with {flag}")
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(source.with_suffix(suffix), weights.with_suffix(suffix))
+    name = source.relative_to(ROOT)
+    print(f"[demo] {name} (pretrained on the synthetic training split; {flag} trains it here)")
+    return {"steps": 0, "seconds": 0.0, "limit_minutes": 0, "steps_done": None, "note": f"{name} as it is"}
 
 
 def prepare_data(out: Path, size: str, common: list[str], log: Path) -> Path:

