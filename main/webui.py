@@ -13,7 +13,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -25,29 +25,38 @@ from main.inference.device import resolve_device  # noqa: E402
 from main.inference.pipeline import CombinedSampler, get_default_combined_sampler  # noqa: E402
 
 
-def species_from_manifest(manifest: Optional[str]) -> list[str]:
-    """Sorted scientific names of a manifest (empty without one)."""
+def species_prompts(manifest: Optional[str]) -> dict[str, str]:
+    """Each species of a manifest with a prompt to start from: the label of its first training recording (by file
+    name; any split when it has none), i.e. the label format the models learned. Empty without a manifest."""
     if not manifest:
-        return []
+        return {}
     from main.data.manifest import read_manifest
 
-    return sorted({str(row["sci_name"]) for row in read_manifest(manifest)})
+    rows = sorted(read_manifest(manifest), key=lambda row: (row.get("split") != "train", str(row["file"])))
+    prompts: dict[str, str] = {}
+    for row in rows:
+        prompts.setdefault(str(row["sci_name"]), str(row.get("label") or row["sci_name"]))
+    return dict(sorted(prompts.items()))
 
 
-def resolve_prompt(prompt: Optional[str], species: Optional[str]) -> str:
-    """The text to generate from: the prompt, or the picked species when the prompt is still empty (the species
-    picker fills the prompt through its own event, which may not have run when Generate is pressed)."""
-    text = (prompt or "").strip() or (species or "").strip()
+def resolve_prompt(prompt: Optional[str], species: Optional[str],
+                   prompts: Optional[Mapping[str, str]] = None) -> str:
+    """The text to generate from: the prompt, or the picked species' prompt when the prompt is still empty (the
+    species picker fills the prompt through its own event, which may not have run when Generate is pressed)."""
+    picked = (species or "").strip()
+    text = (prompt or "").strip() or (prompts or {}).get(picked, picked)
     if not text:
         raise ValueError("Enter a prompt or pick a species.")
     return text
 
 
 def generate_clip(model: CombinedSampler, out: Path, prompt: str, species_name: Optional[str], cfg: float,
-                  steps: int, seed: int, seconds: float, sampler: str) -> tuple[str, str]:
-    """The Generate button: one clip for the prompt (or picked species) into `out`; returns its WAV and PNG."""
+                  steps: int, seed: int, seconds: float, sampler: str,
+                  prompts: Optional[Mapping[str, str]] = None) -> tuple[str, str]:
+    """The Generate button: one clip for the prompt (or the picked species' prompt) into `out`; returns its WAV
+    and PNG."""
     try:
-        prompt = resolve_prompt(prompt, species_name)
+        prompt = resolve_prompt(prompt, species_name, prompts)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     audio = model.sample([prompt], sampling_steps=int(steps), decoding_steps=int(steps), embedding_scale=cfg,
@@ -59,19 +68,22 @@ def generate_clip(model: CombinedSampler, out: Path, prompt: str, species_name: 
     return str(wav), str(png)
 
 
-def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Optional[str] = None) -> gr.Blocks:
-    """The Gradio app around a CombinedSampler."""
+def build_app(model: CombinedSampler, species: Union[Mapping[str, str], Sequence[str]] = (),
+              out_dir: Optional[str] = None) -> gr.Blocks:
+    """The Gradio app around a CombinedSampler; `species` maps each species of the picker to the prompt picking it
+    fills in (`species_prompts`), or lists species whose name is the prompt."""
     out = Path(out_dir or tempfile.mkdtemp(prefix="bird-webui-"))
+    prompts = dict(species) if isinstance(species, Mapping) else {name: name for name in species}
 
     def generate(prompt: str, species_name: Optional[str], cfg: float, steps: int, seed: int, seconds: float,
                  sampler: str) -> tuple[str, str]:
-        return generate_clip(model, out, prompt, species_name, cfg, steps, seed, seconds, sampler)
+        return generate_clip(model, out, prompt, species_name, cfg, steps, seed, seconds, sampler, prompts)
 
     with gr.Blocks(title="Bird-sound diffusion") as app:
         gr.Markdown("## Bird-sound text-to-audio diffusion")
         with gr.Row():
             with gr.Column():
-                species_box = gr.Dropdown(choices=list(species), label="Species", elem_id="species")
+                species_box = gr.Dropdown(choices=list(prompts), label="Species", elem_id="species")
                 prompt = gr.Textbox(label="Prompt", placeholder="Turdus merula; morning; song", elem_id="prompt")
                 cfg = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="CFG scale")
                 steps = gr.Slider(2, 200, value=25, step=1, label="Steps", elem_id="steps")
@@ -82,7 +94,7 @@ def build_app(model: CombinedSampler, species: Sequence[str] = (), out_dir: Opti
             with gr.Column():
                 audio = gr.Audio(label="Generated audio", type="filepath", elem_id="audio")
                 image = gr.Image(label="Spectrogram", type="filepath", elem_id="spectrogram")
-        species_box.change(lambda name: name or "", species_box, prompt)
+        species_box.change(lambda name: prompts.get(name, name or ""), species_box, prompt)
         button.click(generate, [prompt, species_box, cfg, steps, seed, seconds, sampler], [audio, image])
     return app
 
@@ -93,7 +105,8 @@ def main(argv: Optional[list[str]] = None) -> Any:
     parser.add_argument("--model", help="folder written by CombinedSampler.save_pretrained, or a hub repository")
     parser.add_argument("--diffae", help="exported DiffAE (.safetensors) or checkpoint")
     parser.add_argument("--diffgen", help="exported DiffGen (.safetensors) or checkpoint")
-    parser.add_argument("--manifest", help="training manifest: fills the species picker")
+    parser.add_argument("--manifest", help="training manifest: fills the species picker, which fills the prompt "
+                                           "with a training label of the picked species")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
@@ -105,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> Any:
         model = get_default_combined_sampler(args.diffae, args.diffgen, device=device)
     else:
         parser.error("give --model, or both --diffae and --diffgen")
-    app = build_app(model, species_from_manifest(args.manifest))
+    app = build_app(model, species_prompts(args.manifest))
     app.launch(server_name=args.host, server_port=args.port)
     return app
 
