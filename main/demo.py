@@ -227,7 +227,8 @@ def stages_section(stages: dict[str, dict[str, Any]]) -> str:
         note = s.get("note", "")
         if s.get("steps_done") is not None and s["steps_done"] < s["steps"]:
             note = f"**stopped by its time limit ({s['limit_minutes']} min) before its step count**"
-        lines.append(f"| {name} | {s['steps']} | {s.get('steps_done', '–')} | {s['seconds'] / 60:.1f} | {note} |")
+        done = "–" if s.get("steps_done") is None else s["steps_done"]
+        lines.append(f"| {name} | {s['steps']} | {done} | {s['seconds'] / 60:.1f} | {note} |")
     return "\n".join(lines) + "\n"
 
 
