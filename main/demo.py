@@ -243,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     parser.add_argument("--dmae-steps", type=int, help="DiffAE training steps (default: 0 = use the pretrained "
                                                         "demo DiffAE as it is; exp=dmae_demo's trainer.max_steps with --from-scratch)")
     parser.add_argument("--train-diffgen", action="store_true",
-                        help="train DiffGen on the demo data (1500 steps, 15-25 min on 2 cores) instead of using "
+                        help="train DiffGen on the demo data (1500 steps, 15-26 min on 2 cores) instead of using "
                              "pretrained/diffgen_demo; implied by --from-scratch, --fast and --dmae-steps")
     parser.add_argument("--diffgen-steps", type=int, help="DiffGen training steps (default 1500; implies "
                                                            "--train-diffgen)")
@@ -284,8 +284,9 @@ def main(argv: Optional[list[str]] = None) -> Path:
     # the pretrained DiffGen learned the pretrained DiffAE's latents: another DiffAE needs its own DiffGen
     train_diffgen = args.train_diffgen or args.diffgen_steps is not None or dmae_steps > 0
     diffgen_steps = args.diffgen_steps if args.diffgen_steps is not None else (200 if args.fast else 1500)
-    # Expected seconds per step on 2 cores (measured, BENCHMARKS.md), for the time limits.
-    per_step = {"dmae": 0.05 if args.fast else 0.8, "diffgen": 0.05 if args.fast else 0.45}
+    # Expected seconds per step on 2 cores, for the time limits: DiffGen measured 0.58 s on an Intel Xeon and 1.02 s on
+    # an AMD EPYC (BENCHMARKS.md, "Demo quality"), so its limit is 3 x 0.7 s x 1500 steps, 52 min.
+    per_step = {"dmae": 0.05 if args.fast else 0.8, "diffgen": 0.05 if args.fast else 0.7}
     stages: dict[str, dict[str, Any]] = {}
     diffae = out / "exports" / f"diffae_{size}.safetensors"
     diffgen = out / "exports" / f"diffgen_{size}.safetensors"
