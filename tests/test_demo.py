@@ -81,3 +81,34 @@ def test_run_lanes_raises_after_every_lane_is_done(tmp_path):
         run_lanes([[_python("import sys; print('broken'); sys.exit(1)")],
                    [_python(f"import time; time.sleep(0.5); open({str(done)!r}, 'w')")]], log)
     assert done.exists() and "broken" in log.read_text()
+
+
+def test_default_demo_uses_both_pretrained_models_without_training(tmp_path, monkeypatch):
+    """Without --train-diffgen the demo copies pretrained/diffgen_demo next to the DiffAE, then generates with
+    both: no pre-encoding, no train.py; the report's stages table says so. (The stages themselves are replaced by
+    recorders here; the fast demo above runs them.)"""
+    import main.demo as demo
+
+    commands: list[list[str]] = []
+
+    def record(command, *args, **kwargs):
+        commands.append([str(c) for c in command])
+        return 0.0
+
+    monkeypatch.setattr(demo, "run", record)
+    monkeypatch.setattr(demo, "run_lanes", lambda lanes, log: [record(c) for lane in lanes for c in lane] and 0.0)
+    monkeypatch.setattr(demo, "prepare_data", lambda *args: tmp_path / "manifest.csv")
+    monkeypatch.setattr(demo, "summarize", lambda *args: None)
+    (tmp_path / "demo" / "report").mkdir(parents=True)  # where `main.analysis report` writes
+    report = demo.main(["--out", str(tmp_path / "demo")])
+    exports = tmp_path / "demo" / "exports"
+    for name, source in (("diffae_demo", demo.PRETRAINED_DIFFAE), ("diffgen_demo", demo.PRETRAINED_DIFFGEN)):
+        assert (exports / f"{name}.safetensors").read_bytes() == source.read_bytes()
+        assert (exports / f"{name}.json").read_text() == source.with_suffix(".json").read_text()
+    text = " ".join(" ".join(c) for c in commands)
+    assert "main.preencode" not in text and "train.py" not in text
+    generate = [c for c in commands if "generate" in c]
+    assert len(generate) == 2 and all(str(exports / "diffgen_demo.safetensors") in c for c in generate)
+    stages = report.read_text()
+    assert "| DiffGen | 0 | – | 0.0 | pretrained/diffgen_demo.safetensors as it is |" in stages
+    assert "Text adherence during training" not in stages  # no training, no learning curve
