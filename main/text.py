@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from main.hub import load_local_first
+from main.hub import load_local_first, package_dir
 
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 # How a DiffGen sees the padding tokens of its text: "mask" (this repository: padding zeroed and excluded from
@@ -35,8 +35,6 @@ def resolve_text_encoder(name_or_path: str) -> str:
     match = _PACKAGE_REFERENCE.match(name_or_path)
     if match is None:
         return name_or_path
-    from main.config import package_dir
-
     return package_dir(*match.group(1).split(","))
 
 

