@@ -1,0 +1,76 @@
+"""Text adherence of a demo DiffGen for prompts in the training label format and shorter ones, at several CFG scales.
+
+    python benchmarks/prompt_formats.py [--diffae pretrained/diffae_demo.safetensors] \
+        [--diffgen pretrained/diffgen_demo.safetensors] [--seeds 3] [--cfg 1 3 6 10]
+
+One prompt per synthetic species in each format (the full label, `<species>; morning; <sound type>`, the species
+name alone), DPM-Solver++ 10 steps from `--seeds` noise seeds; each generated latent is scored by a latent species
+probe fitted on fresh recordings (3 per species) of the synthetic species. Prints the share of species generated
+right per format and CFG scale (N = 10 x seeds latents per cell). No decoding: a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from main.analysis.latent_species import LatentSpeciesClassifier  # noqa: E402
+from main.data.synthetic import SPECIES, synthesize_recording  # noqa: E402
+from main.demo import PRETRAINED_DIFFAE, PRETRAINED_DIFFGEN  # noqa: E402
+from main.inference.guidance import generate_latent  # noqa: E402
+from main.models import load_model  # noqa: E402
+from main.text import FrozenTextEncoder  # noqa: E402
+
+FORMATS = {
+    "the full label format": "{name}; morning; week 20; 2020; {country}; 3.0 seconds; 3 of 5; {kind}",
+    "<species>; morning; <sound type>": "{name}; morning; {kind}",
+    "the species name alone": "{name}",
+}
+
+
+def main() -> None:
+    """Fit the probe, generate per format, CFG scale and seed, print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--diffae", type=Path, default=PRETRAINED_DIFFAE)
+    parser.add_argument("--diffgen", type=Path, default=PRETRAINED_DIFFGEN)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 6.0, 10.0])
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+
+    diffae, _ = load_model(args.diffae, "diffae")
+    diffgen, config = load_model(args.diffgen, "diffgen")
+    names = [s.sci_name for s in SPECIES]
+    per_species = 3
+    audio = np.stack([synthesize_recording(s, np.random.default_rng(2000 + 10 * s + i), 3.072, 32000, 2).T
+                      for s in range(len(names)) for i in range(per_species)]).astype(np.float32)
+    with torch.no_grad():
+        real = diffae.encode(torch.from_numpy(audio))
+    probe = LatentSpeciesClassifier.fit(real, [n for n in names for _ in range(per_species)])
+    encoder = FrozenTextEncoder(config["text_encoder"], config["text_encoder_max_length"])
+
+    print("| prompt | " + " | ".join(f"CFG {c:g}" for c in args.cfg) + " |")
+    print("|---|" + "---|" * len(args.cfg))
+    for label, template in FORMATS.items():
+        embedding, mask = encoder([template.format(name=s.sci_name, country=s.countries[0], kind=s.types[0])
+                                   for s in SPECIES])
+        cells = []
+        for cfg in args.cfg:
+            right = []
+            for seed in range(args.seeds):
+                noise = torch.randn((len(names), *real.shape[1:]), generator=torch.Generator().manual_seed(seed))
+                with torch.no_grad():
+                    latents = generate_latent(diffgen.eval(), embedding, mask, noise, args.steps, cfg, "dpmpp-2m")
+                right += [p == n for p, n in zip(probe.predict(latents), names)]
+            cells.append(f"{np.mean(right):.2f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
