@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from main.analysis.latent_species import LatentSpeciesClassifier  # noqa: E402
-from main.data.synthetic import SPECIES, synthesize_recording  # noqa: E402
+from main.analysis.latent_species import synthetic_species_probe  # noqa: E402
+from main.data.synthetic import SPECIES  # noqa: E402
 from main.demo import PRETRAINED_DIFFAE, PRETRAINED_DIFFGEN  # noqa: E402
 from main.inference.guidance import generate_latent  # noqa: E402
 from main.models import load_model  # noqa: E402
@@ -47,12 +47,7 @@ def main() -> None:
     diffae, _ = load_model(args.diffae, "diffae")
     diffgen, config = load_model(args.diffgen, "diffgen")
     names = [s.sci_name for s in SPECIES]
-    per_species = 3
-    audio = np.stack([synthesize_recording(s, np.random.default_rng(2000 + 10 * s + i), 3.072, 32000, 2).T
-                      for s in range(len(names)) for i in range(per_species)]).astype(np.float32)
-    with torch.no_grad():
-        real = diffae.encode(torch.from_numpy(audio))
-    probe = LatentSpeciesClassifier.fit(real, [n for n in names for _ in range(per_species)])
+    probe, real = synthetic_species_probe(diffae)
     encoder = FrozenTextEncoder(config["text_encoder"], config["text_encoder_max_length"])
 
     print("| prompt | " + " | ".join(f"CFG {c:g}" for c in args.cfg) + " |")

@@ -111,20 +111,15 @@ def test_pretrained_demo_diffgen_matches_its_recipe_and_diffae():
 def test_pretrained_demo_diffgen_generates_the_prompted_species(pretrained):
     """A latent probe fitted on fresh recordings' latents names the prompted species of every generated latent, for
     prompts in the demo data's label format (shorter prompts are off its training distribution: docs/demo.md)."""
-    from main.analysis.latent_species import LatentSpeciesClassifier
-    from main.data.synthetic import SPECIES, synthesize_recording
+    from main.analysis.latent_species import synthetic_species_probe
+    from main.data.synthetic import SPECIES
     from main.inference.guidance import generate_latent
     from main.text import FrozenTextEncoder
 
     diffae, _ = pretrained
     diffgen, config = load_model(PRETRAINED_DIFFGEN, "diffgen")
     names = [s.sci_name for s in SPECIES]
-    per_species = 3
-    audio = np.stack([synthesize_recording(s, np.random.default_rng(2000 + 10 * s + i), 3.072, 32000, 2).T
-                      for s in range(len(names)) for i in range(per_species)]).astype(np.float32)
-    with torch.no_grad():
-        real = diffae.encode(torch.from_numpy(audio))
-    probe = LatentSpeciesClassifier.fit(real, [n for n in names for _ in range(per_species)])
+    probe, real = synthetic_species_probe(diffae)
     encoder = FrozenTextEncoder(config["text_encoder"], config["text_encoder_max_length"])
     embedding, mask = encoder([f"{s.sci_name}; morning; week 20; 2020; {s.countries[0]}; 3.0 seconds; 3 of 5; "
                                f"{s.types[0]}" for s in SPECIES])

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -134,3 +135,18 @@ class LatentSpeciesClassifier:
         """Inverse of `state_dict`."""
         return cls(list(state["species"]), state["mean"], state["scale"], state["weights"], str(state["method"]),
                    int(state.get("pool_frames", 1)))
+
+
+def synthetic_species_probe(diffae: Any, per_species: int = 3, seconds: float = 3.072, sample_rate: int = 32000,
+                            channels: int = 2, seed: int = 2000) -> tuple[LatentSpeciesClassifier, Tensor]:
+    """A probe fitted on the DiffAE latents [N, C, T] of fresh recordings (`per_species` of each synthetic species,
+    recording i of species s drawn from seed `seed + 10 s + i`), and those latents."""
+    from main.data.synthetic import SPECIES, synthesize_recording
+
+    audio = np.stack([synthesize_recording(s, np.random.default_rng(seed + 10 * s + i), seconds, sample_rate,
+                                           channels).T
+                      for s in range(len(SPECIES)) for i in range(per_species)]).astype(np.float32)
+    with torch.no_grad():
+        latents = diffae.encode(torch.from_numpy(audio))
+    species = [s.sci_name for s in SPECIES for _ in range(per_species)]
+    return LatentSpeciesClassifier.fit(latents, species), latents
