@@ -34,8 +34,6 @@ def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False
     tensors = model_state_dict(model)
     # The full architecture (the seed's defaults merged with the checkpoint's overrides), not only the overrides.
     config["model"] = dict(model.config)
-    if "text_encoder" in config:  # a package's folder as a reference that resolves on any machine
-        config["text_encoder"] = portable_text_encoder(str(config["text_encoder"]))
     config.update(source_checkpoint=checkpoint.name, global_step=int(raw.get("global_step", 0)),
                   **(extra or {}))
     if "training_files" in raw:  # each training recording's path, species and SHA-256
@@ -64,6 +62,8 @@ def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: Pat
         if non_finite_tensors(tensors):
             raise ValueError("weights overflow float16; export without --fp16")
     config = {**config, "dtype": "float16" if half else "float32"}
+    if "text_encoder" in config:  # a package's folder as a reference that resolves on any machine
+        config["text_encoder"] = portable_text_encoder(str(config["text_encoder"]))
     output = Path(output)
     if output.suffix in (".safetensors", ".json"):
         output = output.with_suffix("")
