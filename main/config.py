@@ -64,6 +64,7 @@ NUMERIC_KEYS: dict[str, type] = {
     "model.preview_steps": int, "model.sample_rate": int,
     "model.bottleneck_penalty": float, "model.bottleneck_limit": float,
     "model.spectral_loss_weight": float, "model.spectral_loss_max_sigma": float,
+    "model.rollout_proba": float,
     "datamodule.batch_size": int, "datamodule.num_workers": int, "datamodule.crop_length": int,
     "datamodule.sample_rate": int, "seed": int,
 }
@@ -135,6 +136,8 @@ def validate_config(cfg: DictConfig) -> None:
         if not 0 < cfg.model.get("spectral_loss_max_sigma", 0.3) <= 1:
             raise ConfigError("model.spectral_loss_max_sigma must be in (0, 1], got "
                               f"{cfg.model.spectral_loss_max_sigma!r}")
+        if not 0 <= cfg.model.get("rollout_proba", 0.0) <= 1:
+            raise ConfigError(f"model.rollout_proba must be in [0, 1], got {cfg.model.rollout_proba!r}")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")

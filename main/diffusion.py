@@ -54,6 +54,35 @@ def v_diffusion_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor) -> tuple[T
     return F.mse_loss(velocity, v_target), clean_estimate(x_noisy, sigmas, velocity), sigmas
 
 
+def rollout_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor, proba: float, min_sigma: float = 0.05
+                              ) -> tuple[Tensor, Tensor, Tensor]:
+    """`v_diffusion_loss_and_estimate` where a share `proba` of the items whose noise level sigma >= `min_sigma`
+    start from the network's own previous step instead of from x + noise: the item is diffused to a higher level
+    s_hi ~ U(sigma, 1), the network (without gradient) estimates the clean sample there, and a DDIM step carries
+    that estimate to sigma. The target stays the real x, so the network learns to remove what its own earlier
+    steps put in (a decoder trained only on x + noise keeps them: BENCHMARKS.md, "Sound fidelity"). Below
+    `min_sigma` the v-target of a rolled-out input grows as 1 / beta and the items are trained as usual."""
+    sigmas = torch.rand(x.shape[0], device=x.device)
+    noise = torch.randn_like(x)
+    rolled = (torch.rand(x.shape[0], device=x.device) < proba) & (sigmas >= min_sigma)
+    sigmas_hi = sigmas + (1 - sigmas) * torch.rand(x.shape[0], device=x.device)
+    alphas, betas = alpha_beta(_expand(sigmas, x.ndim))
+    x_noisy = alphas * x + betas * noise
+    v_target = alphas * noise - betas * x
+    if bool(rolled.any()):  # the whole batch goes through (a conditioned velocity_fn takes the batch it was built on)
+        with torch.no_grad():
+            alphas_hi, betas_hi = alpha_beta(_expand(sigmas_hi, x.ndim))
+            noisy_hi = alphas_hi * x + betas_hi * noise
+            estimate_hi = clean_estimate(noisy_hi, sigmas_hi, velocity_fn(noisy_hi, sigmas_hi))
+            noise_hi = (noisy_hi - alphas_hi * estimate_hi) / betas_hi
+            rolled_x = _expand(rolled, x.ndim)
+            x_noisy = torch.where(rolled_x, alphas * estimate_hi + betas * noise_hi, x_noisy)
+            # the v whose clean estimate alpha * x_noisy - beta * v is the real x
+            v_target = torch.where(rolled_x, (alphas * x_noisy - x) / betas.clamp_min(1e-6), v_target)
+    velocity = velocity_fn(x_noisy, sigmas)
+    return F.mse_loss(velocity, v_target), clean_estimate(x_noisy, sigmas, velocity), sigmas
+
+
 def linear_sigmas(num_steps: int, device: torch.device | str = "cpu", start: float = 1.0) -> Tensor:
     """The library's schedule: num_steps+1 noise levels from `start` (1 = pure noise) down to 0."""
     return torch.linspace(start, 0.0, num_steps + 1, device=device)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from main.diffusion import v_diffusion_loss, v_diffusion_loss_and_estimate
+from main.diffusion import rollout_loss_and_estimate, v_diffusion_loss, v_diffusion_loss_and_estimate
 from main.hub import hub_weights
 from main.inference.decoding import decode_latent
 from main.modules.base import EMADiffusionModule
@@ -33,12 +33,13 @@ class DMAE(EMADiffusionModule):
         bottleneck_limit: float = 1.5,
         spectral_loss_weight: float = 0.0,
         spectral_loss_max_sigma: float = 0.3,
+        rollout_proba: float = 0.0,
         **training: Any,
     ):
         hparams = {"kind": "diffae", "model": model or {}, "sample_rate": sample_rate, "init_from": init_from,
                    "freeze_encoder": freeze_encoder, "bottleneck_penalty": bottleneck_penalty,
                    "bottleneck_limit": bottleneck_limit, "spectral_loss_weight": spectral_loss_weight,
-                   "spectral_loss_max_sigma": spectral_loss_max_sigma}
+                   "spectral_loss_max_sigma": spectral_loss_max_sigma, "rollout_proba": rollout_proba}
         super().__init__(hparams, **training)
         self.model = self.build_model()
         if init_from and Path(init_from).is_dir():  # a local copy of a hub DiffAE: its weights, this architecture
@@ -61,13 +62,17 @@ class DMAE(EMADiffusionModule):
         channels = [None] * model.inject_depth + [latent]
         velocity_fn = lambda x, s: model.net(x, s, channels=channels)  # noqa: E731
         target = audio * diffae_data_scale(model)
-        if not (training and self.hparams.spectral_loss_weight):  # validation: the v-loss alone, comparable
+        rollout = self.hparams.get("rollout_proba", 0.0)
+        if not (training and (self.hparams.spectral_loss_weight or rollout)):  # validation: the v-loss alone
             loss = v_diffusion_loss(velocity_fn, target)
         else:
-            loss, estimate, sigmas = v_diffusion_loss_and_estimate(velocity_fn, target)
-            spectral = low_noise_spectral_loss(estimate, target, sigmas, self.hparams.spectral_loss_max_sigma)
-            self.log("train/spectral_loss", spectral, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
-            loss = loss + self.hparams.spectral_loss_weight * spectral
+            loss, estimate, sigmas = (rollout_loss_and_estimate(velocity_fn, target, rollout) if rollout
+                                      else v_diffusion_loss_and_estimate(velocity_fn, target))
+            if self.hparams.spectral_loss_weight:
+                spectral = low_noise_spectral_loss(estimate, target, sigmas, self.hparams.spectral_loss_max_sigma)
+                self.log("train/spectral_loss", spectral, on_step=True, batch_size=int(audio.shape[0]),
+                         sync_dist=True)
+                loss = loss + self.hparams.spectral_loss_weight * spectral
         if training and self.hparams.bottleneck_penalty and not self.hparams.freeze_encoder:
             # Keeps the tanh's input where it has a gradient: unchecked, it grows to |x| ~ 50 within 250 steps and
             # the latent becomes a binary code the encoder can no longer change (main.nets.bottleneck).

@@ -1,0 +1,104 @@
+"""Training the DiffAE decoder on its own previous step (`model.rollout_proba`): the rolled-out items start from
+the network's own estimate at a higher noise level, their target stays the real audio, and nothing else changes."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from main.diffusion import alpha_beta, rollout_loss_and_estimate, v_diffusion_loss_and_estimate
+from main.modules import DMAE
+from tests.conftest import ToneDataset
+
+
+def oracle(x: torch.Tensor, error_without_grad: float = 0.0):
+    """A velocity function whose clean estimate is exactly `x`, plus `error_without_grad` in the estimates it makes
+    under torch.no_grad (the rollout's forward pass), as a decoder that errs at high noise levels."""
+    def velocity_fn(x_noisy: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        alphas, betas = (t.view(-1, *[1] * (x.ndim - 1)) for t in alpha_beta(sigmas))
+        estimate = x if torch.is_grad_enabled() else x + error_without_grad * torch.sin(torch.arange(
+            x.shape[-1], dtype=x.dtype) * 2.5)
+        return (alphas * x_noisy - estimate) / betas
+    return velocity_fn
+
+
+def waveforms(batch: int = 64) -> torch.Tensor:
+    return 0.3 * torch.randn(batch, 2, 256, generator=torch.Generator().manual_seed(0))
+
+
+def test_with_no_rollout_it_is_the_plain_v_loss_in_the_same_rng_order():
+    x = waveforms()
+    velocity_fn = lambda x_noisy, s: x_noisy * 0.5 + s.view(-1, 1, 1)  # noqa: E731
+    torch.manual_seed(1)
+    plain = v_diffusion_loss_and_estimate(velocity_fn, x)
+    torch.manual_seed(1)
+    rolled = rollout_loss_and_estimate(velocity_fn, x, proba=0.0)
+    for a, b in zip(plain, rolled):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_target_of_a_rolled_out_input_is_the_real_audio_not_the_drawn_noise():
+    x = waveforms()
+    erring, inputs = oracle(x, error_without_grad=0.05), []
+
+    def recording(x_noisy: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            inputs.append(x_noisy)
+        return erring(x_noisy, sigmas)
+
+    torch.manual_seed(2)
+    loss, estimate, sigmas = rollout_loss_and_estimate(recording, x, proba=1.0)
+    # a network that erred in its earlier step but maps every input to the real audio now has zero loss
+    assert float(loss) < 1e-8
+    torch.testing.assert_close(estimate, x, atol=1e-5, rtol=0)
+    # while its inputs carry that earlier error: they are not x + the drawn noise
+    torch.manual_seed(2)
+    torch.rand(x.shape[0])
+    alphas, betas = alpha_beta(sigmas.view(-1, 1, 1))
+    plain_input = alphas * x + betas * torch.randn_like(x)
+    rolled = sigmas >= 0.05
+    assert not torch.allclose(inputs[0][rolled], plain_input[rolled], atol=1e-4)
+    torch.testing.assert_close(inputs[0][~rolled], plain_input[~rolled])
+
+
+def test_only_items_at_or_above_min_sigma_are_rolled_out():
+    x = waveforms(256)
+    torch.manual_seed(3)
+    _, estimate, sigmas = rollout_loss_and_estimate(lambda x_noisy, s: torch.zeros_like(x_noisy), x, proba=1.0,
+                                                    min_sigma=0.5)
+    # a zero velocity's clean estimate is alpha * x_noisy: for rolled items x_noisy was built from the rollout
+    alphas, betas = alpha_beta(sigmas.view(-1, 1, 1))
+    torch.manual_seed(3)
+    torch.rand(x.shape[0])
+    noise = torch.randn_like(x)
+    plain_input = alphas * x + betas * noise
+    same = torch.isclose(estimate, alphas * plain_input, atol=1e-6).flatten(1).all(1)
+    assert bool(same[sigmas < 0.5].all()) and not bool(same[sigmas >= 0.5].any())
+
+
+def test_dmae_trains_with_rollout_and_validates_on_the_plain_v_loss(tiny_diffae_config):
+    pl.seed_everything(0)
+    plain = DMAE(model=tiny_diffae_config, sample_rate=16000)
+    rollout = DMAE(model=tiny_diffae_config, sample_rate=16000, rollout_proba=1.0)
+    rollout.model.load_state_dict(plain.model.state_dict())
+    batch = {"audio": torch.stack([ToneDataset(size=2)[i]["audio"] for i in range(2)])}
+    torch.manual_seed(3)
+    validation = rollout.diffusion_loss(rollout.model, batch, training=False)
+    torch.manual_seed(3)
+    torch.testing.assert_close(validation, plain.diffusion_loss(plain.model, batch, training=False), rtol=0, atol=0)
+    torch.manual_seed(3)
+    loss = rollout.diffusion_loss(rollout.model, batch, training=True)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in rollout.model.net.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "abc"])
+def test_bad_rollout_proba_fails_at_start_up_naming_the_key(tmp_path, value):
+    from main.config import ConfigError, validate_config
+    from tests.test_train_cli import compose_exp
+
+    cfg = compose_exp("dmae_tiny", f"paths.root_dir={tmp_path}", f"+model.rollout_proba={value}")
+    with pytest.raises(ConfigError, match="model.rollout_proba"):
+        validate_config(cfg)
