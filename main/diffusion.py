@@ -54,17 +54,20 @@ def v_diffusion_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor) -> tuple[T
     return F.mse_loss(velocity, v_target), clean_estimate(x_noisy, sigmas, velocity), sigmas
 
 
-def rollout_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor, proba: float, min_sigma: float = 0.05
-                              ) -> tuple[Tensor, Tensor, Tensor]:
-    """`v_diffusion_loss_and_estimate` where a share `proba` of the items whose noise level sigma >= `min_sigma`
-    start from the network's own previous step instead of from x + noise: the item is diffused to a higher level
-    s_hi ~ U(sigma, 1), the network (without gradient) estimates the clean sample there, and a DDIM step carries
-    that estimate to sigma. The target stays the real x, so the network learns to remove what its own earlier
-    steps put in (a decoder trained only on x + noise keeps them: BENCHMARKS.md, "Sound fidelity"). Below
-    `min_sigma` the v-target of a rolled-out input grows as 1 / beta and the items are trained as usual."""
+def rollout_loss_and_estimate(velocity_fn: VelocityFn, x: Tensor, proba: float,
+                              sigma_range: tuple[float, float] = (0.005, 0.1)) -> tuple[Tensor, Tensor, Tensor]:
+    """`v_diffusion_loss_and_estimate` where a share `proba` of the items starts from the network's own previous
+    step instead of from x + noise: such an item's noise level is drawn log-uniformly in `sigma_range`, the item is
+    diffused to a higher level s_hi ~ U(sigma, 1), the network (without gradient) estimates the clean sample there,
+    and a DDIM step carries that estimate down to sigma. The target stays the real x, so the network learns to
+    remove at low noise levels what its own steps at high levels put in (spectral images): a decoder trained only
+    on x + noise treats them as signal and keeps them (BENCHMARKS.md, "Sound fidelity"). The v-target of a rolled
+    item grows as 1 / beta, so the range starts above 0. The other items are drawn and trained as usual."""
     sigmas = torch.rand(x.shape[0], device=x.device)
     noise = torch.randn_like(x)
-    rolled = (torch.rand(x.shape[0], device=x.device) < proba) & (sigmas >= min_sigma)
+    rolled = torch.rand(x.shape[0], device=x.device) < proba
+    low, high = math.log(sigma_range[0]), math.log(sigma_range[1])
+    sigmas = torch.where(rolled, torch.exp(low + (high - low) * torch.rand(x.shape[0], device=x.device)), sigmas)
     sigmas_hi = sigmas + (1 - sigmas) * torch.rand(x.shape[0], device=x.device)
     alphas, betas = alpha_beta(_expand(sigmas, x.ndim))
     x_noisy = alphas * x + betas * noise
