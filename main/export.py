@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from main.checkpointing import non_finite_tensors
-from main.compat.layout import checkpoint_layout, layout_kind, read_checkpoint
 from main.files import PathLike
+from main.nets.original import checkpoint_layout, layout_kind, read_checkpoint
 from main.nets.weights import load_model, model_state_dict
 from main.text import portable_text_encoder
 

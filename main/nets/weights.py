@@ -10,9 +10,9 @@ from typing import Any, Mapping, Optional
 from audio_diffusion_pytorch import DiffusionAE, DiffusionModel
 from torch import Tensor, nn
 
-from main.compat.layout import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
+from main.nets.original import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.nets.removed import drop_removed_from_saved
 
 
@@ -47,7 +47,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
 
 def load_model_file(path: PathLike, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read an exported `.safetensors` (+ JSON config), a Lightning `.ckpt` (its EMA weights) or a checkpoint or
-    state dict of the original bird-diffusion code (mapped by `main.compat`), never unpickling.
+    state dict of the original bird-diffusion code (read by `main.nets.original`), never unpickling.
 
     Returns the model's state dict and its saved configuration (`{}` when the file carries none), without the
     removed options it may hold at their old default (`main.nets.removed`; holding one on is an error).
