@@ -171,6 +171,15 @@ def test_package_cycle_finder_sees_a_mutual_import_through_submodules():
     assert find_cycle(package_graph(graph)) == ["main.compat", "main.export", "main.compat"]  # ... but between packages
 
 
+def test_compat_and_export_share_a_lower_writer():
+    """`main.compat` and `main.export` import neither each other, and the networks never import `main.compat`: the
+    original's files are read by main.nets.original, and every export is written by main.nets.weights."""
+    packages = package_graph(GRAPH)
+    assert "main.export" not in packages["main.compat"] and "main.compat" not in packages["main.export"]
+    assert "main.compat" not in packages["main.nets"]
+    assert "main.nets.weights" in GRAPH["main.export"] and "main.nets.weights" in GRAPH["main.compat.migrate"]
+
+
 @pytest.mark.parametrize("graph, expected", [
     ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
     ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
