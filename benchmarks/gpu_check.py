@@ -70,9 +70,9 @@ def sizes(cpu_tiny: bool) -> dict[str, Any]:
                 "models": {}, "text": {}}
     diffgen = arch_overrides("diffgen_arch")
     text = dict(vocab_size=1000, d_model=diffgen["embedding_features"], d_kv=32, d_ff=256, num_layers=1, num_heads=2)
-    return {"diffgen_train": dict(batch_size=2, crop=4096, repeats=2),
-            "dmae_train": dict(batch_size=2, crop=8192, repeats=2),
-            "sample": dict(latent_length=16, batch_size=1, seed_steps=4, our_steps=2),
+    return {"diffgen_train": dict(batch_size=1, crop=4096, repeats=1),
+            "dmae_train": dict(batch_size=1, crop=4096, repeats=1),
+            "sample": dict(latent_length=8, batch_size=1, seed_steps=3, our_steps=2),
             "models": {"diffae": arch_overrides("diffae_arch"), "diffgen": diffgen}, "text": text}
 
 
