@@ -111,6 +111,35 @@ def where(device: str, bf16: bool) -> str:
     return f"{device}, {'bf16 autocast' if bf16 else 'fp32'}, {torch.get_num_threads()} CPU threads"
 
 
+def optimizer_step(loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, device: str,
+                   bf16: bool) -> Callable[[], None]:
+    """One training step: the loss (under autocast with `bf16`), backward, the optimizer's step."""
+    def step() -> None:
+        with precision(device, bf16):
+            loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def train_result(title: str, device: str, bf16: bool, seed: tuple[str, float, float], our_name: str,
+                 our_s: float) -> dict[str, float]:
+    """Print a training comparison, the seed's side given as (what it does, seconds per step, peak memory) and ours
+    measured last (its peak memory is the current one), and return its figures."""
+    seed_name, seed_s, seed_memory = seed
+    result = {"seed_s": seed_s, "ours_s": our_s, "seed_memory_gb": seed_memory,
+              "ours_memory_gb": peak_memory_gb(device)}
+    print(f"{title} ({where(device, bf16)})")
+    width = max(len(seed_name), len(our_name)) + 12
+    for side, name, seconds, memory in (("seed", seed_name, seed_s, seed_memory),
+                                        ("ours", our_name, our_s, result["ours_memory_gb"])):
+        print(f"  {side} ({name}):".ljust(width) + f"{1 / seconds:.4f} steps/s  ({seconds:.3f} s/step, "
+              f"peak {memory:.1f} GB)")
+    print(f"  speed-up: {seed_s / our_s:.2f}x")
+    return result
+
+
 def bench_train(batch_size: int, crop: int, repeats: int, device: str = "cpu", bf16: bool = False,
                 diffae: Overrides = None, diffgen: Overrides = None, text: Overrides = None) -> dict[str, float]:
     """DiffGen optimizer steps/s: seed (T5 + DiffAE encoder every step) vs pre-encoded latents/embeddings.
@@ -128,18 +157,14 @@ def bench_train(batch_size: int, crop: int, repeats: int, device: str = "cpu", b
     seed_model = seed_diffgen(**diffgen).to(device)
     optimizer = torch.optim.AdamW(seed_model.parameters(), lr=1e-4)
 
-    def seed_step() -> None:
-        with precision(device, bf16):
-            with torch.no_grad():
-                latent = encoder(audio)
-                embedding = text_encoder(input_ids=tokens, attention_mask=attention).last_hidden_state
-            loss = seed_model(latent, embedding=embedding, embedding_mask_proba=0.1)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def seed_loss() -> torch.Tensor:
+        with torch.no_grad():
+            latent = encoder(audio)
+            embedding = text_encoder(input_ids=tokens, attention_mask=attention).last_hidden_state
+        return seed_model(latent, embedding=embedding, embedding_mask_proba=0.1)
 
     reset_peak_memory(device)
-    seed_s = timed(seed_step, repeats, device=device)
+    seed_s = timed(optimizer_step(seed_loss, optimizer, device, bf16), repeats, device=device)
     seed_memory = peak_memory_gb(device)
     with torch.no_grad(), precision(device, bf16):
         latent = encoder(audio).float()
@@ -152,23 +177,10 @@ def bench_train(batch_size: int, crop: int, repeats: int, device: str = "cpu", b
     cached = embedding.half()  # what main.preencode stores
     mask = attention.bool()
 
-    def our_step() -> None:
-        with precision(device, bf16):
-            loss = text_conditional_loss(ours, latent, cached.float(), mask, 0.1)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    our_s = timed(our_step, repeats, device=device)
-    result = {"seed_s": seed_s, "ours_s": our_s, "seed_memory_gb": seed_memory,
-              "ours_memory_gb": peak_memory_gb(device)}
-    print(f"DiffGen training, batch {batch_size}, crop {crop} samples ({where(device, bf16)})")
-    print(f"  seed (T5 + DiffAE encoder on the fly): {1 / seed_s:.4f} steps/s  ({seed_s:.3f} s/step, "
-          f"peak {seed_memory:.1f} GB)")
-    print(f"  ours (pre-encoded, masked SDPA):       {1 / our_s:.4f} steps/s  ({our_s:.3f} s/step, "
-          f"peak {result['ours_memory_gb']:.1f} GB)")
-    print(f"  speed-up: {seed_s / our_s:.2f}x")
-    return result
+    our_s = timed(optimizer_step(lambda: text_conditional_loss(ours, latent, cached.float(), mask, 0.1), optimizer,
+                                 device, bf16), repeats, device=device)
+    return train_result(f"DiffGen training, batch {batch_size}, crop {crop} samples", device, bf16,
+                        ("T5 + DiffAE encoder on the fly", seed_s, seed_memory), "pre-encoded, masked SDPA", our_s)
 
 
 def bench_train_dmae(batch_size: int, crop: int, repeats: int, device: str = "cpu", bf16: bool = False,
@@ -185,14 +197,7 @@ def bench_train_dmae(batch_size: int, crop: int, repeats: int, device: str = "cp
     seed_ema = build_diffae(**(diffae or {})).requires_grad_(False).to(device)  # ema-pytorch's copy
     optimizer = torch.optim.AdamW(seed_model.parameters(), lr=1e-4)
 
-    def seed_step() -> None:
-        with precision(device, bf16):
-            loss = seed_model(audio)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    seed_s = timed(seed_step, repeats, device=device)
+    seed_s = timed(optimizer_step(lambda: seed_model(audio), optimizer, device, bf16), repeats, device=device)
     seed_memory = peak_memory_gb(device)
     seed_model = seed_ema = optimizer = None
     reset_peak_memory(device)
@@ -200,24 +205,10 @@ def bench_train_dmae(batch_size: int, crop: int, repeats: int, device: str = "cp
     module = DMAE(model=diffae or {}).to(device)
     optimizer = adamw([p for p in module.model.parameters() if p.requires_grad], lr=1e-4)
     batch = {"audio": audio}
-
-    def our_step() -> None:
-        with precision(device, bf16):
-            loss = module.diffusion_loss(module.model, batch, True)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    our_s = timed(our_step, repeats, device=device)
-    result = {"seed_s": seed_s, "ours_s": our_s, "seed_memory_gb": seed_memory,
-              "ours_memory_gb": peak_memory_gb(device)}
-    print(f"DiffAE (DMAE) training, batch {batch_size}, crop {crop} samples ({where(device, bf16)})")
-    print(f"  seed (library loss, default AdamW): {1 / seed_s:.4f} steps/s  ({seed_s:.3f} s/step, "
-          f"peak {seed_memory:.1f} GB)")
-    print(f"  ours (DMAE loss, fused AdamW):      {1 / our_s:.4f} steps/s  ({our_s:.3f} s/step, "
-          f"peak {result['ours_memory_gb']:.1f} GB)")
-    print(f"  speed-up: {seed_s / our_s:.2f}x")
-    return result
+    our_s = timed(optimizer_step(lambda: module.diffusion_loss(module.model, batch, True), optimizer, device, bf16),
+                  repeats, device=device)
+    return train_result(f"DiffAE (DMAE) training, batch {batch_size}, crop {crop} samples", device, bf16,
+                        ("library loss, default AdamW", seed_s, seed_memory), "DMAE loss, fused AdamW", our_s)
 
 
 def bench_sample(latent_length: int, batch_size: int, seed_steps: int, our_steps: int, device: str = "cpu",
