@@ -9,18 +9,12 @@ writes `exports/diffae.safetensors` and `exports/diffae.json`, which `get_defaul
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Optional
 
-from safetensors.torch import save_file
-from torch import Tensor
-
-from main.checkpointing import non_finite_tensors
-from main.compat.layout import checkpoint_layout, layout_kind, read_checkpoint
 from main.files import PathLike
-from main.nets.weights import load_model, model_state_dict
-from main.text import portable_text_encoder
+from main.nets.original import checkpoint_layout, layout_kind, read_checkpoint
+from main.nets.weights import load_model, model_state_dict, write_export
 
 
 def export_checkpoint(checkpoint: PathLike, output: PathLike, half: bool = False,
@@ -49,29 +43,6 @@ def checkpoint_kind(raw: dict[str, Any], path: PathLike) -> str:
         raise ValueError(f"{path} is a plain state dict, not a training checkpoint: convert it with "
                          "`python -m main.compat convert FILE OUTPUT --kind diffae|diffgen`")
     return kind
-
-
-def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: PathLike,
-                 half: bool = False) -> tuple[Path, Path]:
-    """Write `<output>.safetensors` (float16 with `half`) and `<output>.json` (the config, also embedded)."""
-    bad = non_finite_tensors(tensors)
-    if bad:
-        raise ValueError(f"non-finite weights: {bad[:5]}")
-    if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-        if non_finite_tensors(tensors):
-            raise ValueError("weights overflow float16; export without --fp16")
-    config = {**config, "dtype": "float16" if half else "float32"}
-    if "text_encoder" in config:  # a package's folder as a reference that resolves on any machine
-        config["text_encoder"] = portable_text_encoder(str(config["text_encoder"]))
-    output = Path(output)
-    if output.suffix in (".safetensors", ".json"):
-        output = output.with_suffix("")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    weights, sidecar = output.with_suffix(".safetensors"), output.with_suffix(".json")
-    save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
-    sidecar.write_text(json.dumps(config, indent=2) + "\n")
-    return weights, sidecar
 
 
 def main(argv: Optional[list[str]] = None) -> Any:

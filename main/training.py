@@ -15,9 +15,9 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, Ti
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from main.checkpointing import AtomicCheckpointIO
-from main.compat.layout import read_checkpoint
 from main.compat.migrate import migrate_if_original
 from main.config import ConfigError, validate_config
+from main.nets.original import read_checkpoint
 
 
 def find_last_checkpoint(search_dir: Path) -> Path:

@@ -19,8 +19,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("main", "main.attention", "main.audio", "main.checkpointing", "main.conf", "main.errors",
                     "main.faults", "main.files", "main.hub", "main.lazy", "main.loggers", "main.provenance",
                     "main.renames")),
-    # The networks and the diffusion maths they are trained and sampled with (plus the original's weight layout).
-    ("nets", ("main.compat", "main.compat.layout", "main.diffusion", "main.nets", "main.text")),
+    # The networks and the diffusion maths they are trained and sampled with (with main.nets.original, which reads
+    # the original's weight files).
+    ("nets", ("main.diffusion", "main.nets", "main.text")),
+    # The original's training checkpoints mapped onto this repository's layout (above the networks, which never
+    # import it; its migration, which trains and converts, sits in the training layer).
+    ("compat", ("main.compat", "main.compat.layout")),
     # Data: sources, manifests, datasets, data modules.
     ("data", ("main.data",)),
     # Using trained networks: generation, the CombinedSampler, weight files and exports.
@@ -139,6 +143,43 @@ def test_no_import_cycle():
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
+def package_of(module: str) -> str:
+    """The package (or top-level module) of `main` that `module` belongs to: `main.compat.migrate` -> `main.compat`."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`graph` with each module replaced by its package (`package_of`), imports within a package left out."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        source = package_of(module)
+        packages.setdefault(source, set()).update(package_of(t) for t in targets if package_of(t) != source)
+    return packages
+
+
+def test_no_two_packages_import_each_other():
+    """No import cycle between packages either, even when the modules behind it form none (`main.compat.migrate`
+    importing `main.export` while `main.export` imports `main.compat.layout` is one)."""
+    cycle = find_cycle(package_graph(GRAPH))
+    assert not cycle, "packages importing each other: " + " -> ".join(cycle)
+
+
+def test_package_cycle_finder_sees_a_mutual_import_through_submodules():
+    graph = {"main.compat.migrate": {"main.export"}, "main.export": {"main.compat.layout"},
+             "main.compat.layout": set()}
+    assert find_cycle(graph) == []  # no cycle between the modules ...
+    assert find_cycle(package_graph(graph)) == ["main.compat", "main.export", "main.compat"]  # ... but between packages
+
+
+def test_compat_and_export_share_a_lower_writer():
+    """`main.compat` and `main.export` import neither each other, and the networks never import `main.compat`: the
+    original's files are read by main.nets.original, and every export is written by main.nets.weights."""
+    packages = package_graph(GRAPH)
+    assert "main.export" not in packages["main.compat"] and "main.compat" not in packages["main.export"]
+    assert "main.compat" not in packages["main.nets"]
+    assert "main.nets.weights" in GRAPH["main.export"] and "main.nets.weights" in GRAPH["main.compat.migrate"]
+
+
 @pytest.mark.parametrize("graph, expected", [
     ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
     ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
@@ -150,7 +191,7 @@ def test_cycle_finder(graph, expected):
 def test_import_resolution_sees_lazy_relative_and_submodule_imports():
     assert "main.data.streaming" in GRAPH["main.data.shard"]  # `from .streaming import ...` inside a function
     assert "main.nets.defaults" in GRAPH["main.nets.lengths"]  # `from main.nets import defaults`
-    assert layer_of("main.compat.migrate") > layer_of("main.compat") == layer_of("main.nets.weights")
+    assert layer_of("main.compat.migrate") > layer_of("main.compat") > layer_of("main.nets.weights")
 
 
 def test_training_loss_is_not_taken_from_generation_code():

@@ -118,6 +118,30 @@ def _plan_digest(plan: Sequence[Mapping[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(list(plan), sort_keys=True).encode()).hexdigest()
 
 
+def _start_run(folder: Path, name: str, settings: dict[str, Any], rows: Sequence[Mapping[str, Any]], seed: int,
+               overwrite: bool) -> list[dict[str, Any]]:
+    """The clip plan of a generate/reconstruct run into `folder`: its digest joins `settings`, which must be those
+    of the clips already there (unless `overwrite`); writes the settings (`name`) and clips.csv."""
+    plan = _plan_rows(rows, seed)
+    settings["plan_sha256"] = _plan_digest(plan)
+    _check_settings(folder, name, settings, overwrite)
+    (folder / name).write_text(json.dumps(settings, indent=2) + "\n")
+    write_clips_csv(folder, plan)
+    return plan
+
+
+def _manifest_selection(manifest: PathLike, split: str, num: Optional[int], per_species: Optional[int],
+                        seed: int) -> list[dict[str, Any]]:
+    """The rows of a manifest split that a run takes (`select_rows`: deterministic); an empty split is an error."""
+    from main.analysis.clips import select_rows
+    from main.data.manifest import read_manifest
+
+    rows = read_manifest(manifest, split)
+    if not rows:
+        raise ValueError(f"manifest {manifest} has no rows in split {split!r}")
+    return select_rows(rows, num, per_species, seed)
+
+
 @renamed_keywords(steps="sampling_steps", cfg_scale="embedding_scale")
 def generate_clips(
     out_dir: PathLike,
@@ -163,11 +187,7 @@ def generate_clips(
     full["batched"] = together
     if decoding_sampler not in (None, sampler):  # recorded only when it differs (older folders stay resumable)
         full["decoding_sampler"] = decoding_sampler
-    plan = _plan_rows(rows, seed)
-    full["plan_sha256"] = _plan_digest(plan)
-    _check_settings(folder, GENERATION_FILE, full, overwrite)
-    (folder / GENERATION_FILE).write_text(json.dumps(full, indent=2) + "\n")
-    write_clips_csv(folder, plan)
+    plan = _start_run(folder, GENERATION_FILE, full, rows, seed, overwrite)
     todo = [i for i, row in enumerate(plan)
             if overwrite or not (_is_complete(folder / row["file"]) and latent_path(folder, row["file"]).is_file())]
     with tqdm(total=len(todo), desc=f"generating ({folder.name})", unit="clip", disable=not show_progress) as bar:
@@ -261,14 +281,7 @@ def generate_from_manifest(
 ) -> RunReport:
     """Load the models and generate clips from the labels of a manifest split (see `generate_clips`); with
     `latent_probe`, also score the generated latents against the prompted species (`score_latents`)."""
-    from main.analysis.clips import select_rows
-    from main.data.manifest import read_manifest
-
-    rows = read_manifest(manifest, split)
-    if not rows:
-        raise ValueError(f"manifest {manifest} has no rows in split {split!r}")
-    selection_seed = int(kwargs.get("seed", 0))
-    chosen = select_rows(rows, num, per_species, selection_seed)
+    chosen = _manifest_selection(manifest, split, num, per_species, int(kwargs.get("seed", 0)))
     model, info = load_sampler(diffae, diffgen, text_encoder, device)
     settings = {"models": info, "manifest": str(Path(manifest).resolve()), "split": split, "num": num,
                 "per_species": per_species}
@@ -331,11 +344,7 @@ def reconstruct_clips(
     full = {**dict(settings or {}), "kind": "reconstruct", "diffae": model_identity(diffae_file),
             "steps": decoding_steps, "sampler": sampler, "seconds": seconds, "seed": seed, "sample_rate": sample_rate,
             "num_clips": len(rows), "batch_size": batch_size, "device": device_name, **decoding_settings()}
-    plan = _plan_rows(rows, seed)
-    full["plan_sha256"] = _plan_digest(plan)
-    _check_settings(folder, RECONSTRUCTION_FILE, full, overwrite)
-    (folder / RECONSTRUCTION_FILE).write_text(json.dumps(full, indent=2) + "\n")
-    write_clips_csv(folder, plan)
+    plan = _start_run(folder, RECONSTRUCTION_FILE, full, rows, seed, overwrite)
     multiple = diffae_length_multiple(diffae)
     todo = [i for i, row in enumerate(plan) if overwrite or not _is_complete(folder / row["file"])]
     with tqdm(total=len(todo), desc=f"reconstructing ({folder.name})", unit="clip",
@@ -369,12 +378,6 @@ def reconstruct_from_manifest(
     per_species: Optional[int] = None, **kwargs: Any,
 ) -> RunReport:
     """Reconstruct (a deterministic selection of) the recordings of a manifest split (see `reconstruct_clips`)."""
-    from main.analysis.clips import select_rows
-    from main.data.manifest import read_manifest
-
-    rows = read_manifest(manifest, split)
-    if not rows:
-        raise ValueError(f"manifest {manifest} has no rows in split {split!r}")
-    chosen = select_rows(rows, num, per_species, int(kwargs.get("seed", 0)))
+    chosen = _manifest_selection(manifest, split, num, per_species, int(kwargs.get("seed", 0)))
     settings = {"manifest": str(Path(manifest).resolve()), "split": split, "num": num, "per_species": per_species}
     return reconstruct_clips(out_dir, diffae, chosen, settings=settings, **kwargs)

@@ -31,15 +31,14 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from main.compat.layout import (ORIGINAL_EMA_UPDATE_EVERY, Migration, OriginalLayoutError, checkpoint_layout,
-                                convert_training_checkpoint, grouped_keys, layout_kind, model_weights,
-                                original_config, read_checkpoint, strip_prefix)
+from main.compat.layout import Migration, convert_training_checkpoint, grouped_keys
 from main.config import ConfigError, model_class
-from main.export import write_export
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae
+from main.nets.original import (ORIGINAL_EMA_UPDATE_EVERY, OriginalLayoutError, checkpoint_layout, layout_kind,
+                                model_weights, original_config, read_checkpoint, strip_prefix)
 from main.nets.pretrained import load_diffae
-from main.nets.weights import load_model_state, model_state_dict
+from main.nets.weights import load_model_state, model_state_dict, write_export
 
 log = logging.getLogger(__name__)
 

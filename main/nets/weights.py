@@ -1,4 +1,5 @@
-"""Weight files: deduplicated state dicts, and loading exports, Lightning checkpoints and the original's files."""
+"""Weight files: deduplicated state dicts, writing exports (`write_export`, which every export and conversion goes
+through), and loading exports, Lightning checkpoints and the original's files."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any, Mapping, Optional
 from audio_diffusion_pytorch import DiffusionAE, DiffusionModel
 from torch import Tensor, nn
 
-from main.compat.layout import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.files import PathLike
 from main.nets.builders import BUILDERS, build_diffae, build_diffgen
+from main.nets.original import checkpoint_layout, layout_kind, model_weights, original_config, read_checkpoint
 from main.nets.removed import drop_removed_from_saved
+from main.text import portable_text_encoder
 
 
 def _tied_groups(model: nn.Module) -> list[list[str]]:
@@ -45,9 +47,36 @@ def load_model_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
         )
 
 
+def write_export(tensors: dict[str, Tensor], config: dict[str, Any], output: PathLike,
+                 half: bool = False) -> tuple[Path, Path]:
+    """Write `<output>.safetensors` (float16 with `half`) and `<output>.json` (the config, also embedded)."""
+    from safetensors.torch import save_file
+
+    from main.checkpointing import non_finite_tensors  # imports Lightning: only when writing
+
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise ValueError(f"non-finite weights: {bad[:5]}")
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        if non_finite_tensors(tensors):
+            raise ValueError("weights overflow float16; export without --fp16")
+    config = {**config, "dtype": "float16" if half else "float32"}
+    if "text_encoder" in config:  # a package's folder as a reference that resolves on any machine
+        config["text_encoder"] = portable_text_encoder(str(config["text_encoder"]))
+    output = Path(output)
+    if output.suffix in (".safetensors", ".json"):
+        output = output.with_suffix("")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    weights, sidecar = output.with_suffix(".safetensors"), output.with_suffix(".json")
+    save_file(tensors, str(weights), metadata={"config": json.dumps(config)})
+    sidecar.write_text(json.dumps(config, indent=2) + "\n")
+    return weights, sidecar
+
+
 def load_model_file(path: PathLike, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read an exported `.safetensors` (+ JSON config), a Lightning `.ckpt` (its EMA weights) or a checkpoint or
-    state dict of the original bird-diffusion code (mapped by `main.compat`), never unpickling.
+    state dict of the original bird-diffusion code (read by `main.nets.original`), never unpickling.
 
     Returns the model's state dict and its saved configuration (`{}` when the file carries none), without the
     removed options it may hold at their old default (`main.nets.removed`; holding one on is an error).
