@@ -322,8 +322,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                      args.sample_rate, min_seconds=args.min_seconds, dtype=args.dtype,
                      device=args.device, stream=args.stream, overwrite=args.overwrite,
                      captions=None if args.captions is None else caption_options(args.captions))
+    texts = "distinct captions" if meta["caption_variants"] else "labels"
     print(f"encoded {meta['num_items']} recordings ({meta['latent_frames']} latent frames) and "
-          f"{meta['num_labels']} {'distinct captions' if meta['caption_variants'] else 'labels'} into {args.out} ({meta['resumed_items']} kept from an earlier run); "
+          f"{meta['num_labels']} {texts} into {args.out} ({meta['resumed_items']} kept from an earlier run); "
           f"{len(meta['failed'])} files failed to read")
     return meta
 
