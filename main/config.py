@@ -116,6 +116,13 @@ def validate_config(cfg: DictConfig) -> None:
     if data.get("preencoded") is not None:
         _require_file(Path(str(data.preencoded)) / "meta.json", "datamodule.preencoded",
                       "pre-encoded data (make it with `python -m main.preencode`)")
+    if data.get("captions") is not None:
+        from main.data.captions import CaptionConfig
+
+        try:
+            CaptionConfig.from_mapping(OmegaConf.to_container(data.captions, resolve=True))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(str(error)) from None
     if "sample_rate" in cfg.model and int(cfg.model.sample_rate) != int(data.sample_rate):
         raise ConfigError(
             f"model.sample_rate={cfg.model.sample_rate} differs from datamodule.sample_rate={data.sample_rate}"

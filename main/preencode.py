@@ -10,6 +10,11 @@ re-running the DiffAE encoder and the text encoder on every step. The output fol
 and the journal encoded.csv with settings.json). A killed run started again with the same settings keeps what
 it encoded and goes on from there; other settings are refused (pass `overwrite` to start over). Files that
 fail to read are skipped and listed in `meta.json` (`failed`).
+
+With caption variants (``--captions [KEY=VALUE ...]``, the keys of ``datamodule.captions``;
+`main.data.captions`), each recording also gets ``variants`` captions drawn from its metadata once, seeded by its
+file name; every distinct string (labels and variants) is encoded once, and training draws among a recording's
+variants and its exact label per epoch (`main.data.latents.LatentDataModule`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import argparse
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -27,10 +32,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+import yaml
+
 from main.data.audio import AudioReadError, load_recording, recording_tensor
+from main.data.captions import CaptionConfig, caption_record, variant_list
 from main.data.latents.format import (
     DTYPES,
-    ITEM_COLUMNS,
     ITEMS_FILE,
     JOURNAL_FILE,
     LABELS_FILE,
@@ -39,6 +46,9 @@ from main.data.latents.format import (
     SETTINGS_FILE,
     TEXT_OFFSETS_FILE,
     TEXT_TOKENS_FILE,
+    VARIANTS_COLUMN,
+    journal_columns,
+    journal_row,
     parse_journal,
     write_items,
 )
@@ -53,13 +63,15 @@ READ_ERRORS = (AudioReadError, RuntimeError, OSError, ValueError, KeyError)
 
 @dataclass
 class Recording:
-    """One recording to encode: its identity and labels, and how to load its audio [channels, samples]."""
+    """One recording to encode: its identity and labels, how to load its audio [channels, samples], and the
+    metadata its caption variants are drawn from."""
 
     file: str
     split: str
     sci_name: str
     label: str
     load: Callable[[], Tensor]
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def manifest_recordings(manifest: PathLike, splits: Optional[Sequence[str]], rate: int,
@@ -70,7 +82,7 @@ def manifest_recordings(manifest: PathLike, splits: Optional[Sequence[str]], rat
         raise ValueError(f"{manifest}: no rows in splits {list(splits or [])}")
     for row in rows:
         yield Recording(str(row["file"]), str(row["split"]), str(row["sci_name"]), str(row["label"]),
-                        lambda path=row["path"]: load_recording(path, rate, channels))
+                        lambda path=row["path"]: load_recording(path, rate, channels), caption_record(row))
 
 
 def stream_recordings(stream: PathLike, splits: Sequence[str], rate: int, channels: int,
@@ -92,7 +104,8 @@ def stream_recordings(stream: PathLike, splits: Sequence[str], rate: int, channe
                 info = json.loads(raw["meta"])
                 yield Recording(str(info.get("file") or raw["key"]), str(info.get("split") or split),
                                 str(info.get("sci_name", "")), str(raw["label"]),
-                                lambda raw=raw: recording_tensor(*decode_item(raw), rate, channels))
+                                lambda raw=raw: recording_tensor(*decode_item(raw), rate, channels),
+                                caption_record(info))
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             failed[location] = f"unreadable from item {index} of {len(dataset)} ({error})"
 
@@ -169,9 +182,11 @@ def preencode(
     device: str = "auto",
     stream: Optional[PathLike] = None,
     overwrite: bool = False,
+    captions: Optional[Any] = None,
 ) -> dict[str, Any]:
-    """Write latents and text embeddings of the `splits` of a manifest (or of a streamed data set) to `out_dir`;
-    resumes an interrupted run with the same settings; returns the meta data."""
+    """Write latents and text embeddings of the `splits` of a manifest (or of a streamed data set) to `out_dir`,
+    with caption variants when `captions` (a `CaptionConfig` or its keys) is enabled; resumes an interrupted run with
+    the same settings; returns the meta data."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if (manifest is None) == (stream is None):
@@ -192,6 +207,10 @@ def preencode(
     source = {"manifest": model_identity(manifest)} if manifest is not None else {"stream": stream_identity(stream)}
     settings = {**source, "diffae": model_identity(diffae), "splits": list(splits or []), "sample_rate": rate,
                 "channels": channels, "min_samples": min_samples, "dtype": dtype}
+    caption_config = captions if isinstance(captions, CaptionConfig) else CaptionConfig.from_mapping(captions)
+    with_variants = caption_config.enabled
+    if with_variants:  # only then: a folder encoded without variants resumes as before
+        settings["captions"] = caption_config.as_dict()
     entries = _resume_journal(out, settings, latent_channels * np.dtype(np_dtype).itemsize, overwrite)
     done = {(e["split"], e["file"]) for e in entries}
     failed: dict[str, str] = {}
@@ -200,7 +219,7 @@ def preencode(
     offset = sum(e["frames"] for e in entries)
     resumed = len(entries)
     with open(out / LATENTS_FILE, "ab") as latents_file, open(out / JOURNAL_FILE, "a", newline="") as journal:
-        writer = csv.DictWriter(journal, fieldnames=ITEM_COLUMNS)
+        writer = csv.DictWriter(journal, fieldnames=journal_columns(with_variants))
         if journal.tell() == 0:
             writer.writeheader()
         for recording in tqdm(recordings, desc="encoding audio"):
@@ -216,7 +235,10 @@ def preencode(
             latents_file.flush()  # the journal never names frames that are not on disk
             entry = {"file": recording.file, "split": recording.split, "sci_name": recording.sci_name,
                      "label": recording.label, "offset": offset, "frames": latent.shape[0]}
-            writer.writerow(entry)
+            if with_variants:
+                entry[VARIANTS_COLUMN] = variant_list(recording.label, recording.record, caption_config,
+                                                      recording.file)
+            writer.writerow(journal_row(entry))
             journal.flush()
             entries.append(entry)
             done.add((recording.split, recording.file))
@@ -225,7 +247,8 @@ def preencode(
     if not entries:
         raise ValueError(f"no recording could be encoded ({len(failed)} failed: {list(failed.items())[:3]})")
 
-    labels = sorted({str(e["label"]) for e in entries})
+    # every distinct string once: labels and caption variants (short variants repeat across recordings)
+    labels = sorted({str(e["label"]) for e in entries} | {v for e in entries for v in e.get(VARIANTS_COLUMN, [])})
     label_index = {label: i for i, label in enumerate(labels)}
     text = FrozenTextEncoder(text_encoder, max_length).to(device)
     text_offsets, token_count = [0], 0
@@ -244,11 +267,34 @@ def preencode(
         "latent_frames": offset, "latent_channels": latent_channels, "downsample_factor": factor,
         "sample_rate": rate, "channels": channels, "dtype": dtype, "text_encoder": str(text_encoder),
         "text_max_length": max_length, "text_features": text.features, "text_tokens": token_count,
-        "num_labels": len(labels), "num_items": len(entries), "resumed_items": resumed, "failed": failed,
+        "num_labels": len(labels), "num_items": len(entries),
+        "caption_variants": int(caption_config.variants) if with_variants else 0,
+        "captions": caption_config.as_dict() if with_variants else None, "resumed_items": resumed, "failed": failed,
         "diffae": str(diffae), "source": {k: v["path"] for k, v in source.items()},
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def caption_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--captions`` KEY=VALUE pairs (values read as YAML) over ``enabled: true``."""
+    options: dict[str, Any] = {"enabled": True}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--captions takes KEY=VALUE pairs, got {pair!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def caption_args(datamodule: Any) -> list[str]:
+    """The ``--captions`` arguments that pre-encode a datamodule config's caption variants ([] when it has none)."""
+    options = datamodule.get("captions") if hasattr(datamodule, "get") else None
+    config = CaptionConfig.from_mapping(options)
+    if not config.enabled:
+        return []
+    return ["--captions", *(f"{key}={json.dumps(value)}" for key, value in config.as_dict().items()
+                            if key != "enabled")]
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -268,12 +314,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--captions", nargs="*", metavar="KEY=VALUE",
+                        help="pre-encode caption variants (datamodule.captions keys over their defaults, e.g. "
+                             "variants=8 exact_p=0.25); without this flag, only the labels")
     args = parser.parse_args(argv)
     meta = preencode(args.manifest, args.diffae, args.out, args.text_encoder, args.max_length, args.splits,
                      args.sample_rate, min_seconds=args.min_seconds, dtype=args.dtype,
-                     device=args.device, stream=args.stream, overwrite=args.overwrite)
+                     device=args.device, stream=args.stream, overwrite=args.overwrite,
+                     captions=None if args.captions is None else caption_options(args.captions))
+    texts = "distinct captions" if meta["caption_variants"] else "labels"
     print(f"encoded {meta['num_items']} recordings ({meta['latent_frames']} latent frames) and "
-          f"{meta['num_labels']} labels into {args.out} ({meta['resumed_items']} kept from an earlier run); "
+          f"{meta['num_labels']} {texts} into {args.out} ({meta['resumed_items']} kept from an earlier run); "
           f"{len(meta['failed'])} files failed to read")
     return meta
 

@@ -108,14 +108,22 @@ def test_validation_dispatches_on_the_model_class(tmp_path):
 
 @pytest.mark.parametrize("size", ["demo", "tiny"])
 def test_demo_pre_encodes_with_the_experiments_text_encoder_and_crop(size):
-    """The text encoder of the experiment, and recordings padded in audio to at least one crop (in samples at
-    the experiment's rate, exactly), so no latent crop is padded with zeros."""
+    """The text encoder of the experiment, recordings padded in audio to at least one crop (in samples at the
+    experiment's rate, exactly), so no latent crop is padded with zeros, and the experiment's caption variants."""
     cfg = compose_experiment([f"exp=diffgen_{size}_preencoded"])
     model = cfg.model
     args = preencode_args([f"exp=diffgen_{size}_preencoded"])
     assert args[:4] == ["--text-encoder", model.text_encoder, "--max-length", str(model.text_encoder_max_length)]
     assert model.text_encoder_max_length == model.model.embedding_max_length
     assert args[4] == "--min-seconds" and round(float(args[5]) * cfg.sample_rate) == cfg.datamodule.crop_length
+    # caption variants: the demo pre-encodes its experiment's (on), the tiny experiments none (off)
+    captions = OmegaConf.to_container(cfg.datamodule.captions)
+    if size == "demo":
+        from main.preencode import caption_options
+
+        assert captions["enabled"] and args[6] == "--captions" and caption_options(args[7:]) == captions
+    else:
+        assert not captions["enabled"] and len(args) == 6
 
 
 @pytest.mark.parametrize("setting, value, message", [

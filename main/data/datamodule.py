@@ -5,7 +5,8 @@ Datasets: `main.data.dataset.AudioDataset` over the manifest's rows, with the ep
 ``s3://bucket/prefix`` it was copied to), the train and validation loaders stream
 `main.data.streaming.StreamingAudioDataset` through `StreamingAudioLoader` instead (LitData: split across
 DDP ranks and workers, shuffled by chunk and clip, exact mid-epoch resume); the test loader still reads
-the manifest.
+the manifest. ``captions`` (`main.data.captions.CaptionConfig`'s keys) draws each training caption per recording
+and epoch from its metadata; validation, test and the species probe keep the exact labels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..provenance import file_sha256
 from .audio import load_recording
+from .captions import CaptionConfig
 from .dataset import AudioDataset, collate_audio
 from .manifest import read_manifest
 from .resumable import ResumableDataLoader, loader_generator
@@ -72,6 +74,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         stream_cache_dir: Optional[str] = None,
         stream_max_cache_size: Optional[str] = None,
         silence_dbfs: Optional[float] = -90.0,
+        captions: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -98,6 +101,7 @@ class BirdSoundDataModule(pl.LightningDataModule):
         self.stream_cache_dir = stream_cache_dir
         self.stream_max_cache_size = stream_max_cache_size
         self.silence_dbfs = silence_dbfs
+        self.captions = CaptionConfig.from_mapping(captions)
         self._manifest_path: Optional[Path] = None
         self._rows: Optional[list[dict[str, Any]]] = None
         self._training_files: Optional[list[dict[str, Any]]] = None
@@ -190,22 +194,24 @@ class BirdSoundDataModule(pl.LightningDataModule):
                 self.stream, split, self.sample_rate, self.crop_length, self.channels,
                 random_crop=train, with_text=self.with_text, seed=self.seed, shuffle=train,
                 cache_dir=self.stream_cache_dir, max_cache_size=self.stream_max_cache_size,
-                silence_dbfs=self.silence_dbfs,
+                silence_dbfs=self.silence_dbfs, captions=self.captions if train else None,
             )
             if streamed.num_clips == 0:
                 raise ValueError(f"{key}: split {split!r} of the streamed data set {self.stream} is empty")
             return streamed
-        dataset = self._audio_dataset(split, random_crop=train, with_text=self.with_text)
+        dataset = self._audio_dataset(split, random_crop=train, with_text=self.with_text, captions=train)
         if len(dataset) == 0:
             present = sorted({str(r["split"]) for r in self._all_rows()})
             raise ValueError(f"{key}: split {split!r} of {self.manifest_path} is empty (splits present: {present})")
         return dataset
 
-    def _audio_dataset(self, split: str, random_crop: bool, with_text: bool) -> AudioDataset:
-        """An `AudioDataset` of `split` of the manifest with this module's audio settings."""
+    def _audio_dataset(self, split: str, random_crop: bool, with_text: bool, captions: bool = False) -> AudioDataset:
+        """An `AudioDataset` of `split` of the manifest with this module's audio settings (and caption variants when
+        `captions`)."""
         return AudioDataset(
             self.manifest_path, split, self.sample_rate, self.crop_length, self.channels,
             random_crop=random_crop, with_text=with_text, seed=self.seed, silence_dbfs=self.silence_dbfs,
+            captions=self.captions if captions else None,
         )
 
     def species_items(self, split: str, per_species: int, max_species: Optional[int] = None,

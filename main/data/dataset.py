@@ -14,6 +14,7 @@ file never costs a whole batch. A batch may therefore hold fewer than ``batch_si
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from main.files import PathLike
 
 from .audio import AudioReadError, read_audio
+from .captions import CaptionConfig, caption_record, training_caption
 from .cropping import CropReader, seeded_crop_start
 from .manifest import read_manifest
 
@@ -80,7 +82,9 @@ class AudioDataset(CropReader, Dataset):
     duplicated; files with more channels than `channels` keep the first ones (the recorder's stereo pair;
     a downmix would blur the image); `channels=1` downmixes. Clips shorter than the crop are zero-padded
     at the end. Training crops (`random_crop`) are seeded by (seed, epoch, index); evaluation crops start
-    at 0. A crop whose RMS is at or below `silence_dbfs` (None: keep every crop) is skipped as silent.
+    at 0. A crop whose RMS is at or below `silence_dbfs` (None: keep every crop) is skipped as silent. With
+    `captions` enabled, 'text' is a caption drawn from the row's metadata by (seed, epoch, index)
+    (`main.data.captions`) instead of always the row's label.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class AudioDataset(CropReader, Dataset):
         with_text: bool = False,
         seed: int = 0,
         silence_dbfs: Optional[float] = -90.0,
+        captions: Optional[CaptionConfig] = None,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
         self.manifest = Path(manifest)
@@ -104,6 +109,10 @@ class AudioDataset(CropReader, Dataset):
         self.labels: list[str] = [str(row["label"]) for row in rows]
         self.sci_names: list[str] = [str(row["sci_name"]) for row in rows]
         self.frames: list[Optional[int]] = [_int_or_none(row.get("frames")) for row in rows]
+        self.captions = captions if captions is not None and captions.enabled and with_text else None
+        # the metadata captions are drawn from, one compact JSON string per row (only with captions)
+        self.records: list[str] = ([json.dumps(caption_record(row), ensure_ascii=False) for row in rows]
+                                   if self.captions is not None else [])
         self.random_crop = random_crop
         self.with_text = with_text
         self.seed = int(seed)
@@ -142,8 +151,15 @@ class AudioDataset(CropReader, Dataset):
             return self._skip(index, *problem)
         out: dict[str, Any] = {"audio": audio, "index": index}
         if self.with_text:
-            out["text"] = self.labels[index]
+            out["text"] = self.text(index, epoch)
         return out
+
+    def text(self, index: int, epoch: int) -> str:
+        """The label of row `index`, or with `captions` its caption in `epoch`."""
+        if self.captions is None:
+            return self.labels[index]
+        record = json.loads(self.records[index])
+        return training_caption(self.labels[index], record, self.captions, self.seed, epoch, index)
 
     def crop_start(self, total: int, index: int, epoch: int) -> int:
         """Crop start (target-rate samples) for a clip of `total` samples: seeded random for training, else 0."""

@@ -215,7 +215,7 @@ def background_species(record: Mapping[str, Any]) -> list[str]:
     return parse_list(record.get("also"))
 
 
-def _field_parts(record: Mapping[str, Any], field: str) -> list[str]:
+def field_parts(record: Mapping[str, Any], field: str) -> list[str]:
     """The label parts that one field contributes (0, 1 or several)."""
     getters: dict[str, Callable[[], list[str]]] = {
         "sci_name": lambda: [sci_name_of(record)],
@@ -246,7 +246,7 @@ def simple_label(record: Mapping[str, Any], fields: Optional[Sequence[str]] = No
     """The seed's label: the non-empty `fields` (default DEFAULT_FIELDS) joined with '; '."""
     parts: list[str] = []
     for field in DEFAULT_FIELDS if fields is None else fields:
-        parts.extend(_field_parts(record, field))
+        parts.extend(field_parts(record, field))
     return SEPARATOR.join(parts)
 
 

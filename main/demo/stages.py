@@ -94,10 +94,13 @@ def preencode_args(overrides: list[str]) -> list[str]:
     """main.preencode's --text-encoder and --max-length (the DiffGen experiment's own text encoder settings) and
     --min-seconds: recordings shorter than its crop are zero-padded in audio before encoding, as the audio
     datamodule pads them. (Padded in latent space instead, with zeros, which are not the latent of silence, DiffGen
-    learned to end every clip in a zero latent about 60 ms early, which the decoder rendered as a burst.)"""
+    learned to end every clip in a zero latent about 60 ms early, which the decoder rendered as a burst.) Then
+    --captions with the experiment's datamodule.captions when they are enabled (caption variants)."""
+    from main.preencode import caption_args
+
     cfg = compose_experiment(overrides)
     return ["--text-encoder", str(cfg.model.text_encoder), "--max-length", str(cfg.model.text_encoder_max_length),
-            "--min-seconds", repr(cfg.datamodule.crop_length / cfg.sample_rate)]
+            "--min-seconds", repr(cfg.datamodule.crop_length / cfg.sample_rate), *caption_args(cfg.datamodule)]
 
 
 def write_dataset(overrides: list[str]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from main.files import PathLike
 
+from ..captions import CaptionConfig, caption_rng, choose
 from ..resumable import ResumableDataLoader, loader_generator
 from ..samplers import EpochShuffleSampler, select_per_species
 from .format import LABELS_FILE, LATENTS_FILE, TEXT_OFFSETS_FILE, TEXT_TOKENS_FILE, read_items, read_meta
@@ -66,10 +67,14 @@ class PreencodedStore:
 class LatentDataset(Dataset):
     """Latent crops of `latent_length` frames (random for training, seeded by (seed, epoch, index)) with the
     recording's cached text embedding; recordings shorter than the crop are zero-padded (`LatentDataModule` warns:
-    pre-encode with `--min-seconds` to pad their audio instead)."""
+    pre-encode with `--min-seconds` to pad their audio instead). With `exact_p` (caption variants on), the text is
+    the exact label with that probability, else one of the recording's pre-encoded variants, drawn by (seed, epoch,
+    index); a recording pre-encoded without variants keeps its label."""
 
-    def __init__(self, store: PreencodedStore, split: str, latent_length: int, random_crop: bool, seed: int = 0):
+    def __init__(self, store: PreencodedStore, split: str, latent_length: int, random_crop: bool, seed: int = 0,
+                 exact_p: Optional[float] = None):
         self.store = store
+        self.exact_p = exact_p
         self.items = [item for item in store.items if item["split"] == split]
         self.latent_length = int(latent_length)
         self.random_crop = random_crop
@@ -96,9 +101,12 @@ class LatentDataset(Dataset):
         latent = self.store.latent(record["offset"] + start, frames)
         if frames < self.latent_length:
             latent = torch.nn.functional.pad(latent, (0, self.latent_length - frames))
-        embedding, mask = self.store.text(record["label"])
+        label = record["label"]
+        if self.exact_p is not None and record["variants"]:
+            label = choose(label, record["variants"], self.exact_p, caption_rng(self.seed, epoch, index))
+        embedding, mask = self.store.text(label)
         return {"latent": latent, "embedding": embedding, "embedding_mask": mask,
-                "text": self.store.labels[record["label"]], "index": index}
+                "text": self.store.labels[label], "index": index}
 
 
 def collate_latents(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -114,7 +122,9 @@ def collate_latents(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class LatentDataModule(pl.LightningDataModule):
-    """DiffGen data from a pre-encoded folder; `crop_length` is in audio samples, as for the audio datamodule."""
+    """DiffGen data from a pre-encoded folder; `crop_length` is in audio samples, as for the audio datamodule.
+    `captions` (``datamodule.captions``): when enabled, training draws among each recording's pre-encoded caption
+    variants and its exact label (`exact_p`; the other keys apply at pre-encoding); validation keeps the labels."""
 
     def __init__(
         self,
@@ -128,10 +138,16 @@ class LatentDataModule(pl.LightningDataModule):
         train_split: str = "train",
         val_split: str = "valid",
         drop_last: bool = True,
+        captions: Optional[Mapping[str, Any]] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.store = PreencodedStore(preencoded)
+        self.captions = CaptionConfig.from_mapping(captions)
+        if self.captions.enabled and not any(item["variants"] for item in self.store.items):
+            rank_zero_warn(f"datamodule.captions.enabled but {preencoded} was pre-encoded without caption variants: "
+                           "each recording trains on its one label; pre-encode with `python -m main.preencode ... "
+                           "--captions` for variants")
         meta = self.store.meta
         factor = int(meta["downsample_factor"])
         if crop_length % factor:
@@ -150,7 +166,9 @@ class LatentDataModule(pl.LightningDataModule):
                            "their audio instead, as the audio datamodule does")
 
     def _dataset(self, split: str, train: bool) -> LatentDataset:
-        dataset = LatentDataset(self.store, split, self.latent_length, random_crop=train, seed=self.hparams.seed)
+        exact_p = self.captions.exact_p if train and self.captions.enabled else None
+        dataset = LatentDataset(self.store, split, self.latent_length, random_crop=train, seed=self.hparams.seed,
+                                exact_p=exact_p)
         if len(dataset) == 0:
             raise ValueError(f"split {split!r} of {self.store.folder} is empty (datamodule.preencoded)")
         return dataset

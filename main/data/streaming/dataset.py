@@ -24,6 +24,7 @@ from torch import Tensor
 from main.files import PathLike
 
 from ..audio import AudioReadError
+from ..captions import CaptionConfig, training_caption
 from ..cropping import CropReader, seeded_crop_start
 from ..dataset import crop_problem, read_error_reason, skipped_item
 from .format import check_split, decode_with_fallback, split_location
@@ -37,7 +38,8 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
     Same items as `AudioDataset`: ``{"audio": [channels, crop_length], "text": label}`` (text with
     `with_text`; ``"key"`` too with `with_key`), resampled to `sample_rate`, channels converted (mono is
     duplicated), zero-padded at the end, randomly cropped when `random_crop`. `root` is a local folder or
-    an object-store URL; remote chunks are cached in `cache_dir` (LitData's default when None).
+    an object-store URL; remote chunks are cached in `cache_dir` (LitData's default when None). With `captions`
+    enabled, 'text' is drawn from the stored row's metadata by (seed, epoch, key) (`main.data.captions`).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         max_cache_size: Optional[str] = None,
         drop_last: Optional[bool] = None,
         silence_dbfs: Optional[float] = -90.0,
+        captions: Optional[CaptionConfig] = None,
     ) -> None:
         self._init_crop(sample_rate, crop_length, channels)
         check_split(root, split)
@@ -65,6 +68,7 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         self.random_crop = random_crop
         self.with_text = with_text
         self.with_key = with_key
+        self.captions = captions if captions is not None and captions.enabled else None
         self.silence_dbfs = None if silence_dbfs is None else float(silence_dbfs)
 
     @property
@@ -89,7 +93,11 @@ class StreamingAudioDataset(CropReader, StreamingDataset):
         if problem is not None:
             return self._skip(key, *problem)
         out: dict[str, Any] = {"audio": audio}
-        if self.with_text:
+        if self.with_text and self.captions is not None:
+            clip = zlib.crc32(key.encode("utf-8"))
+            out["text"] = training_caption(str(raw["label"]), self.meta(raw), self.captions, self.seed,
+                                           int(self.current_epoch), clip)
+        elif self.with_text:
             out["text"] = str(raw["label"])
         if self.with_key:
             out["key"] = key
