@@ -92,17 +92,17 @@ def test_the_species_is_kept_at_its_rate(species_p):
     """With every other field kept, the species is in a variant with probability species_p; with fields dropped it is
     also kept when no other field is (the default keeps it in 0.9 + 0.1 / 7 of variants for 6 fields)."""
     names = ("parus major", "great tit")
-    config = CaptionConfig(enabled=True, exact_p=0.0, species_p=species_p, field_p=1.0)
+    config = CaptionConfig(enabled=True, exact_p=0.0, species_p=species_p, field_p=1.0, typo_p=0.0)
     kept = sum(any(n in text.lower() for n in names) for text in captions(config))
     assert within_binomial(kept, DRAWS, species_p), (kept, DRAWS * species_p)
     fields = len(caption_fields(RECORD).fields)
     expected = species_p + (1 - species_p) / (fields + 1)  # field_p null: the number of fields kept is uniform
-    kept = sum(any(n in text.lower() for n in names) for text in captions(CaptionConfig(True, 0.0, species_p)))
+    kept = sum(any(n in text.lower() for n in names) for text in captions(CaptionConfig(True, 0.0, species_p, typo_p=0.0)))
     assert within_binomial(kept, DRAWS, expected), (kept, DRAWS * expected)
 
 
 def test_names_formats_case_and_fields_vary_as_configured():
-    variants = captions(CaptionConfig(enabled=True, exact_p=0.0, species_p=1.0, lower_p=0.0))
+    variants = captions(CaptionConfig(enabled=True, exact_p=0.0, species_p=1.0, lower_p=0.0, typo_p=0.0))
     english_only = sum("Great Tit" in t and "Parus major" not in t for t in variants)
     both = sum("Great Tit" in t and "Parus major" in t for t in variants)
     assert within_binomial(english_only, DRAWS, 0.3) and within_binomial(both, DRAWS, 0.3)
@@ -118,7 +118,7 @@ def test_names_formats_case_and_fields_vary_as_configured():
 
 def test_background_species_never_read_as_the_recordings_species():
     record = {**RECORD, "also": "Turdus merula"}
-    bare = captions(CaptionConfig(enabled=True, exact_p=0.0, key_value_p=0.0, lower_p=0.0), record)
+    bare = captions(CaptionConfig(enabled=True, exact_p=0.0, key_value_p=0.0, lower_p=0.0, typo_p=0.0), record)
     assert all("with Turdus merula in the background" in t for t in bare if "turdus" in t.lower())
     assert any("Turdus merula" in t for t in bare)
 
@@ -193,3 +193,19 @@ def test_audio_datasets_draw_training_captions_and_keep_labels_elsewhere(tmp_pat
     epoch = int(stream.current_epoch)  # the crops' epoch (LitData counts from 1)
     expected = training_caption(str(raw["label"]), meta, config, 5, epoch, zlib.crc32(str(raw["key"]).encode()))
     assert stream.make_item(raw)["text"] == expected
+
+
+def test_names_are_misspelt_by_one_edit_at_their_rate():
+    from main.data.captions import misspell
+
+    rng = np.random.default_rng(0)
+    for name in ("Parus major", "Great Tit", "Gravis profundus"):
+        for _ in range(200):
+            typo = misspell(name, rng)
+            assert typo[0] == name[0] and abs(len(typo) - len(name)) <= 1
+            assert sum(a != b for a, b in zip(typo, name)) <= 2 or len(typo) != len(name)
+    variants = captions(CaptionConfig(enabled=True, exact_p=0.0, species_p=1.0, field_p=0.0, lower_p=0.0, key_value_p=0.0,
+                                      typo_p=0.5))
+    exact = {"Parus major", "Great Tit", "Parus major (Great Tit)", "Great Tit (Parus major)"}
+    misspelt = sum(t not in exact for t in variants)
+    assert within_binomial(misspelt, DRAWS, 0.5), misspelt

@@ -12,7 +12,8 @@ variants"), each training caption is drawn afresh, as Stable Audio and MusicGen 
 - the fields in the label's order, or shuffled with probability `shuffle_p`; written as ``key: value`` joined by
   ``" | "`` with probability `key_value_p`, else as bare values joined by ``"; "``, ``", "`` or ``" "``
   (`separator_weights`; background species then read ``with X in the background``); the whole caption
-  lower-cased with probability `lower_p`.
+  lower-cased with probability `lower_p`; the species' name misspelt by one edit with probability `typo_p`
+  (users mistype names).
 
 Every draw comes from a numpy Generator seeded by (seed, epoch, index) (`caption_rng`), never from the global RNG, so
 a resumed run draws the captions of the uninterrupted one. The pre-encoded path (`main.preencode`) draws `variants`
@@ -67,11 +68,12 @@ class CaptionConfig:
     separator_weights: tuple[float, float, float] = (0.4, 0.4, 0.2)  # "; ", ", ", " "
     shuffle_p: float = 0.5
     lower_p: float = 0.2
+    typo_p: float = 0.1
     variants: int = 8
     birdnet_names: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("exact_p", "species_p", "field_p", "key_value_p", "shuffle_p", "lower_p"):
+        for name in ("exact_p", "species_p", "field_p", "key_value_p", "shuffle_p", "lower_p", "typo_p"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"datamodule.captions.{name} must be in [0, 1], got {value}")
@@ -162,8 +164,31 @@ def _weights(values: Sequence[float]) -> np.ndarray:
     return array / array.sum()
 
 
+def misspell(text: str, rng: np.random.Generator) -> str:
+    """`text` with one letter dropped, doubled, swapped with the next or replaced by a neighbour in the alphabet."""
+    letters = [i for i, c in enumerate(text) if c.isalpha()]
+    if len(letters) < 4:
+        return text
+    i = letters[int(rng.integers(1, len(letters) - 1))]  # never the first letter
+    edit = int(rng.integers(4))
+    if edit == 0:
+        return text[:i] + text[i + 1:]
+    if edit == 1:
+        return text[:i] + text[i] + text[i:]
+    if edit == 2 and i + 1 < len(text) and text[i + 1].isalpha() and text[i + 1] != text[i]:
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    shifted = chr((ord(text[i].lower()) - ord("a") + (1 if rng.random() < 0.5 else 25)) % 26 + ord("a"))
+    return text[:i] + (shifted.upper() if text[i].isupper() else shifted) + text[i + 1:]
+
+
 def species_text(fields: CaptionFields, config: CaptionConfig, rng: np.random.Generator) -> str:
-    """The species as its scientific name, its English name, or both (either first, the other in brackets)."""
+    """The species as its scientific name, its English name, or both (either first, the other in brackets), misspelt
+    by one edit with probability `typo_p`."""
+    text = _species_names(fields, config, rng)
+    return misspell(text, rng) if rng.random() < config.typo_p else text
+
+
+def _species_names(fields: CaptionFields, config: CaptionConfig, rng: np.random.Generator) -> str:
     sci, en = fields.sci_name, fields.en_name
     if not en or en.lower() == sci.lower():
         return sci
