@@ -1,7 +1,8 @@
 """The output frame test, no training: how much of a coefficient error comes back as spectral images (copies at
-f0 +- rate / hop) and as broadband floor, for the LT-like frame the demo DiffAE synthesises through (window = hop
-= 16 samples at 32 kHz, rectangular) against STFT frames of higher redundancy (sqrt-Hann, hop 16, windows 32 to 256)
-and with magnitude compression (errors made on |c|^p, as Music2Latent predicts).
+f0 +- rate / hop) and as broadband floor, at a hop of 16 samples (32 kHz), through a non-redundant frame (window =
+hop, rectangular: the shape of the original's LT, 64 / 64) and through sine-windowed STFT frames of 2x (window 32: the
+demo DiffAE's LT at its Fourier start) to 16x redundancy, with and without magnitude compression (errors made on
+|c|^p, as Music2Latent predicts).
 
     python benchmarks/frame_images.py [--error-db -30] [--tones 2300 3900 5100 7700]
 
@@ -72,8 +73,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--tones", type=float, nargs="+", default=[2300.0, 3900.0, 5100.0, 7700.0])
     args = parser.parse_args(argv)
     t = np.arange(RATE) / RATE
-    frames = {"1x (window 16, rectangular: the demo's LT)": np.ones(16)}
-    frames.update({f"{w // HOP}x (sqrt-Hann {w})": np.sqrt(np.hanning(w + 2)[1:-1]) for w in (32, 64, 128, 256)})
+    frames = {"1x (rectangular 16: the original's LT shape)": np.ones(16)}
+    frames.update({f"{w // HOP}x (sine {w}{': the demo LT' if w == 32 else ''})": np.sqrt(np.hanning(w + 2)[1:-1])
+                   for w in (32, 64, 128, 256)})
     print(f"errors at {args.error_db:g} dB; loudest image / floor, dB against the tone (median over "
           f"{len(args.tones)} tones)\n")
     print("| frame | compression | relative | gain (systematic) | additive |\n|---|---|---|---|---|")
