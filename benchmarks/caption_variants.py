@@ -27,6 +27,25 @@ from main.data.synthetic import default_cache_dir, generate_synthetic_dataset  #
 from main.preencode import caption_options  # noqa: E402
 
 
+def within_one_edit(a: str, b: str) -> bool:
+    """Whether `a` becomes `b` by at most one letter dropped, added, replaced, or two neighbours swapped."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    if len(a) == len(b):
+        return a[i + 1:] == b[i + 1:] or (a[i:i + 2] == b[i:i + 2][::-1] and a[i + 2:] == b[i + 2:])
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    return longer[i + 1:] == shorter[i:]
+
+
+def misspelt_in(text: str, name: str) -> bool:
+    """Whether `text` holds `name` misspelt by one edit (and not as it is)."""
+    return name not in text and any(within_one_edit(text[start:start + len(name) + d], name)
+                                    for start in range(len(text)) for d in (-1, 0, 1))
+
+
 def main() -> None:
     """Draw the captions and print the shares."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +71,9 @@ def main() -> None:
             low, sci, en = text.lower(), fields.sci_name.lower(), fields.en_name.lower()
             names = {sci, en, f"{sci} ({en})", f"{en} ({sci})"}
             counts["variants"] += 1
-            counts["species kept"] += sci in low or en in low
+            misspelt = misspelt_in(low, sci) or (bool(en) and misspelt_in(low, en))
+            counts["species kept"] += sci in low or en in low or misspelt
+            counts["species misspelt"] += misspelt
             counts["scientific name only"] += sci in low and en not in low
             counts["English name only"] += en in low and sci not in low
             counts["both names"] += sci in low and en in low
@@ -63,7 +84,7 @@ def main() -> None:
     draws = len(rows) * args.epochs
     print(f"{draws} draws ({len(rows)} training recordings x {args.epochs} epochs); settings {config.as_dict()}")
     print(f"| share | value |\n|---|---|\n| exact label, of draws | {counts['exact label'] / draws:.3f} |")
-    for key in ("species kept", "scientific name only", "English name only", "both names", "the name alone",
+    for key in ("species kept", "species misspelt", "scientific name only", "English name only", "both names", "the name alone",
                 "key: value", "all lower case"):
         print(f"| {key}, of variants | {counts[key] / counts['variants']:.3f} |")
     label_words = np.mean([len(str(row["label"]).split()) for row in rows])
