@@ -145,6 +145,9 @@ def validate_config(cfg: DictConfig) -> None:
                               f"{cfg.model.spectral_loss_max_sigma!r}")
         if not 0 <= cfg.model.get("rollout_proba", 0.0) <= 1:
             raise ConfigError(f"model.rollout_proba must be in [0, 1], got {cfg.model.rollout_proba!r}")
+        if cfg.model.get("rollout_proba", 0.0) and not cfg.model.get("spectral_loss_weight", 0.0):
+            raise ConfigError("model.rollout_proba needs +model.spectral_loss_weight > 0: the rolled-out items learn "
+                              "from the log-spectral loss alone")
     elif kind == "diffgen":
         ae_key = "model.autoencoder"
         ae = cfg.model.get("autoencoder")
