@@ -110,7 +110,7 @@ def test_pretrained_demo_diffgen_matches_its_recipe_and_diffae():
 
 def test_pretrained_demo_diffgen_generates_the_prompted_species(pretrained):
     """A latent probe fitted on fresh recordings' latents names the prompted species of every generated latent, for
-    prompts in the demo data's label format (shorter prompts are off its training distribution: docs/demo.md)."""
+    prompts in the demo data's label format and as users type them (the DiffGen trained on caption variants)."""
     from main.analysis.latent_species import synthetic_species_probe
     from main.data.synthetic import SPECIES
     from main.inference.guidance import generate_latent
@@ -121,9 +121,10 @@ def test_pretrained_demo_diffgen_generates_the_prompted_species(pretrained):
     names = [s.sci_name for s in SPECIES]
     probe, real = synthetic_species_probe(diffae)
     encoder = FrozenTextEncoder(config["text_encoder"], config["text_encoder_max_length"])
-    embedding, mask = encoder([f"{s.sci_name}; morning; week 20; 2020; {s.countries[0]}; 3.0 seconds; 3 of 5; "
-                               f"{s.types[0]}" for s in SPECIES])
     noise = torch.randn((len(names), *real.shape[1:]), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        generated = generate_latent(diffgen.eval(), embedding, mask, noise, 10, 3.0, "dpmpp-2m")
-    assert probe.predict(generated) == names
+    for prompts in ([f"{s.sci_name}; morning; week 20; 2020; {s.countries[0]}; 3.0 seconds; 3 of 5; {s.types[0]}"
+                     for s in SPECIES], [f"{s.en_name.lower()} {s.types[0]}" for s in SPECIES]):
+        embedding, mask = encoder(prompts)
+        with torch.no_grad():
+            generated = generate_latent(diffgen.eval(), embedding, mask, noise, 10, 3.0, "dpmpp-2m")
+        assert probe.predict(generated) == names, prompts[0]
