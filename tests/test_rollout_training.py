@@ -112,13 +112,13 @@ def test_bad_rollout_settings_fail_at_start_up_naming_the_key(tmp_path, override
         validate_config(cfg)
 
 
-def test_the_original_size_recipe_trains_on_its_own_steps_and_the_original_training_does_not(tmp_path):
+def test_the_original_size_recipe_composes_with_rollout_and_keeps_the_original_training_by_default(tmp_path):
     from main.models import DIFFAE_CONFIG
     from tests.test_train_cli import compose_exp
 
-    cfg = compose_exp("dmae", f"paths.root_dir={tmp_path}")
-    assert cfg.model.rollout_proba == 0.5 and cfg.model.spectral_loss_weight > 0
+    cfg = compose_exp("dmae", f"paths.root_dir={tmp_path}", "model.rollout_proba=0.5",
+                      "+model.spectral_loss_weight=0.03")
+    assert cfg.model.rollout_proba == 0.5 and cfg.model.spectral_loss_weight == 0.03
     assert dict(cfg.model.model) == DIFFAE_CONFIG
-    assert compose_exp("dmae", f"paths.root_dir={tmp_path}", "model.rollout_proba=0").model.rollout_proba == 0
-    for exp in ("dmae_demo", "dmae_real_birds", "dmae_tiny"):  # their shipped weights were trained without it
+    for exp in ("dmae", "dmae_demo", "dmae_real_birds", "dmae_tiny"):
         assert compose_exp(exp, f"paths.root_dir={tmp_path}").model.rollout_proba == 0.0
