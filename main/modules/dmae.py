@@ -65,14 +65,12 @@ class DMAE(EMADiffusionModule):
         rollout = self.hparams.get("rollout_proba", 0.0)
         if not (training and (self.hparams.spectral_loss_weight or rollout)):  # validation: the v-loss alone
             loss = v_diffusion_loss(velocity_fn, target)
-        elif rollout:  # rolled-out items learn from the log-spectral loss alone (main.diffusion), the others as usual
-            loss, estimate, sigmas, rolled = rollout_loss_and_estimate(velocity_fn, target, rollout)
-            spectral = low_noise_spectral_loss(estimate, target, torch.where(rolled, 0.0, sigmas),
-                                               self.hparams.spectral_loss_max_sigma)
-            self.log("train/spectral_loss", spectral, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
-            loss = loss + self.hparams.spectral_loss_weight * spectral
         else:
-            loss, estimate, sigmas = v_diffusion_loss_and_estimate(velocity_fn, target)
+            if rollout:  # rolled-out items learn from the log-spectral loss alone (main.diffusion): all of them count
+                loss, estimate, sigmas, rolled = rollout_loss_and_estimate(velocity_fn, target, rollout)
+                sigmas = torch.where(rolled, 0.0, sigmas)
+            else:
+                loss, estimate, sigmas = v_diffusion_loss_and_estimate(velocity_fn, target)
             spectral = low_noise_spectral_loss(estimate, target, sigmas, self.hparams.spectral_loss_max_sigma)
             self.log("train/spectral_loss", spectral, on_step=True, batch_size=int(audio.shape[0]), sync_dist=True)
             loss = loss + self.hparams.spectral_loss_weight * spectral
