@@ -40,31 +40,33 @@ from main.nets.weights import load_model
 NOISE_LEVELS = (0.6, 0.3, 0.15, 0.08, 0.04, 0.02, 0.01, 0.005)
 
 
-def tone_to_broadband_db(real: np.ndarray, other: np.ndarray, rate: int) -> float:
-    """Within the real clip's syllables: the power of its tonal bins over the median power of the other bins above
-    500 Hz, in dB, measured on `other` with the real clip's syllables and bins."""
-    real_power, other_power = power_frames(real), power_frames(other)
+def syllable_bins(real_power: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The real clip's syllable frames, its tonal bins and its other bins above 500 Hz (boolean masks), from its
+    `power_frames`."""
     energy = real_power.sum(1)
     active = energy > 0.1 * np.median(energy[energy > np.percentile(energy, 80)])
     mean_spectrum = real_power[active].mean(0)
     tone = mean_spectrum > mean_spectrum.max() * 1e-2
-    rest = ~tone & (np.fft.rfftfreq(1024, 1 / rate) > 500)
-    frames = other_power[active]
+    return active, tone, ~tone & (np.fft.rfftfreq(1024, 1 / rate) > 500)
+
+
+def tone_to_broadband_db(real: np.ndarray, other: np.ndarray, rate: int) -> float:
+    """Within the real clip's syllables: the power of its tonal bins over the median power of the other bins above
+    500 Hz, in dB, measured on `other` with the real clip's syllables and bins."""
+    active, tone, rest = syllable_bins(power_frames(real), rate)
+    frames = power_frames(other)[active]
     return float(10 * np.log10(frames[:, tone].sum(1).mean() / np.median(frames[:, rest], axis=1).mean()))
 
 
 def in_and_out_of_band_error_db(real: np.ndarray, other: np.ndarray, rate: int) -> tuple[float, float]:
     """Within the real clip's syllables: the power of `other - real` in the clip's tonal bins and in its other bins
     above 500 Hz, each in dB against the clip's tonal power (the bins and frames of `tone_to_broadband_db`)."""
-    real_power, error_power = power_frames(real), power_frames(other - real)
-    energy = real_power.sum(1)
-    active = energy > 0.1 * np.median(energy[energy > np.percentile(energy, 80)])
-    mean_spectrum = real_power[active].mean(0)
-    tone = mean_spectrum > mean_spectrum.max() * 1e-2
-    rest = ~tone & (np.fft.rfftfreq(1024, 1 / rate) > 500)
+    real_power = power_frames(real)
+    active, tone, rest = syllable_bins(real_power, rate)
+    error_power = power_frames(other - real)[active]
     signal = real_power[active][:, tone].sum()
-    return (float(10 * np.log10(error_power[active][:, tone].sum() / signal)),
-            float(10 * np.log10(error_power[active][:, rest].sum() / signal)))
+    return (float(10 * np.log10(error_power[:, tone].sum() / signal)),
+            float(10 * np.log10(error_power[:, rest].sum() / signal)))
 
 
 def summary(clips: torch.Tensor, estimates: torch.Tensor, rate: int) -> str:
