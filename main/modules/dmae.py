@@ -62,7 +62,7 @@ class DMAE(EMADiffusionModule):
         channels = [None] * model.inject_depth + [latent]
         velocity_fn = lambda x, s: model.net(x, s, channels=channels)  # noqa: E731
         target = audio * diffae_data_scale(model)
-        rollout = self.hparams.get("rollout_proba", 0.0)
+        rollout = self.hparams.rollout_proba
         if not (training and (self.hparams.spectral_loss_weight or rollout)):  # validation: the v-loss alone
             loss = v_diffusion_loss(velocity_fn, target)
         else:
